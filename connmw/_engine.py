@@ -1,0 +1,273 @@
+"""The engine both adapters share: options, connection table, load, and the
+glue from plain request and response facts to :func:`connmw._decide.decide`.
+
+It still never sees a scope, an environ, ``send`` or ``start_response``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from ._decide import KEEP, Decision, decide
+from ._headers import connection_tokens
+from ._policy import Options, Rule
+from ._state import ConnectionTable, ConnState, Load
+
+__all__ = ["Engine", "RequestFacts", "logger"]
+
+logger = logging.getLogger("connmw")
+
+_NO_RULES: tuple[Rule, ...] = ()
+
+
+class RequestFacts:
+    """What connmw knows about one request; handed to ``on_decision``.
+
+    It also lives in the ASGI scope / WSGI environ under the ``"connmw"`` key, where
+    :func:`connmw.request_close` finds it (copies of a scope share it).
+    """
+
+    __slots__ = (
+        "body_hook",
+        "client_close",
+        "client_keep_alive",
+        "conn",
+        "decision",
+        "handler_reason",
+        "key",
+        "method",
+        "path",
+        "rules",
+        "version",
+    )
+
+    def __init__(
+        self,
+        version: int,
+        method: str,
+        path: str,
+        client_close: bool,
+        client_keep_alive: bool,
+        key: Hashable | None,
+        conn: ConnState | None,
+        rules: tuple[Rule, ...],
+    ) -> None:
+        self.version = version
+        self.method = method
+        self.path = path
+        self.client_close = client_close
+        self.client_keep_alive = client_keep_alive
+        self.key = key
+        self.conn = conn
+        self.rules = rules
+        self.handler_reason: str | None = None
+        self.decision: Decision | None = None
+        self.body_hook: Callable[[Any], None] | None = None
+
+    @property
+    def handler_close(self) -> bool:
+        return self.handler_reason is not None
+
+    @property
+    def request_count(self) -> int | None:
+        """Which request on its connection this is (1-based), when connmw tracks it."""
+        return None if self.conn is None else self.conn.count
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestFacts(version={self.version}, method={self.method!r}, path={self.path!r}, "
+            f"client_close={self.client_close}, request_count={self.request_count}, "
+            f"decision={self.decision!r})"
+        )
+
+
+class Engine:
+    """Turns request and response facts into a :class:`Decision`."""
+
+    __slots__ = (
+        "_age_limited",
+        "_clock",
+        "_close_on_status",
+        "_hard",
+        "_ka_timeout",
+        "_max_tokens",
+        "_on_decision",
+        "_pressure",
+        "_random",
+        "_rules",
+        "_soft",
+        "_warned",
+        "load",
+        "options",
+        "table",
+        "track_in_flight",
+    )
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self._rules = options.rules
+        self._close_on_status = options.close_on_status
+        self._clock = options.clock
+        self._random = options.random
+        self._pressure = options.pressure
+        self._on_decision = options.on_decision
+        self._max_tokens = options.max_connection_tokens
+        self._soft = options.overload_soft_limit
+        self._hard = options.overload_hard_limit
+        self._age_limited = options.max_connection_age is not None
+        self._ka_timeout = (
+            None if options.keep_alive_timeout is None else b"timeout=%d" % int(options.keep_alive_timeout)
+        )
+        self.track_in_flight = self._soft is not None
+        self.table: ConnectionTable | None = None
+        if options.tracks_connections:
+            self.table = ConnectionTable(
+                max_requests=options.max_requests_per_connection,
+                max_requests_jitter=options.max_requests_jitter,
+                max_age=options.max_connection_age,
+                max_age_jitter=options.max_connection_age_jitter,
+                idle_timeout=options.connection_idle_timeout,
+                cap=options.max_tracked_connections,
+                random=self._random,
+            )
+        self.load = Load()
+        self._warned: set[str] = set()
+
+    # -- request side -----------------------------------------------------------
+
+    def begin(
+        self,
+        version: int,
+        method: str,
+        path: str,
+        connection_values: list[bytes] | None,
+        key: Hashable | None,
+    ) -> RequestFacts:
+        client_close = False
+        client_keep_alive = False
+        if connection_values is not None:
+            tokens = connection_tokens(connection_values, self._max_tokens)
+            client_close = b"close" in tokens
+            client_keep_alive = b"keep-alive" in tokens
+        conn = None
+        table = self.table
+        if table is not None and key is not None and version < 20:
+            conn = table.begin(key, self._clock())
+        rules = self._match_rules(method, path) if self._rules else _NO_RULES
+        if self.track_in_flight:
+            self.load.enter()
+        return RequestFacts(version, method, path, client_close, client_keep_alive, key, conn, rules)
+
+    def _match_rules(self, method: str, path: str) -> tuple[Rule, ...]:
+        found: list[Rule] = []
+        for rule in self._rules:
+            if rule.matches_request(method, path):
+                found.append(rule)
+                if rule.status is None:
+                    break
+        return tuple(found)
+
+    def end(self, facts: RequestFacts) -> None:
+        """The request is over (response sent or the application failed)."""
+        if self.track_in_flight:
+            self.load.leave()
+
+    # -- response side ----------------------------------------------------------
+
+    def respond(
+        self,
+        facts: RequestFacts,
+        status: int,
+        *,
+        app_close: bool = False,
+        known_length: bool = True,
+        http10_keep_alive: bool = False,
+    ) -> Decision:
+        rule = None
+        for candidate in facts.rules:
+            if candidate.status is None or status in candidate.status:
+                rule = candidate
+                break
+        conn = facts.conn
+        requests_exhausted = False
+        age_exhausted = False
+        now = 0.0
+        if conn is not None:
+            requests_exhausted = conn.max_requests > 0 and conn.count >= conn.max_requests
+            if self._age_limited:
+                now = self._clock()
+                age_exhausted = now - conn.born >= conn.max_age
+        load = self.load
+        drain = 0.0
+        if load.drain_since is not None:
+            drain = load.drain_probability(now or self._clock())
+        overload = self._overload() if (self._soft is not None or self._pressure is not None) else 0.0
+        decision = decide(
+            version=facts.version,
+            status=status,
+            client_close=facts.client_close,
+            client_keep_alive=facts.client_keep_alive,
+            known_length=known_length,
+            http10_keep_alive=http10_keep_alive,
+            app_close=app_close,
+            handler_close=facts.handler_reason is not None,
+            rule=rule,
+            close_on_status=self._close_on_status,
+            requests_exhausted=requests_exhausted,
+            age_exhausted=age_exhausted,
+            drain=drain,
+            overload=overload,
+            draw=self._random,
+        )
+        facts.decision = decision
+        if decision.close and facts.key is not None and self.table is not None:
+            self.table.forget(facts.key)
+        if self._on_decision is not None:
+            try:
+                self._on_decision(facts, decision)
+            except Exception:
+                logger.exception("connmw: the on_decision callback raised; the response goes on")
+        if decision is not KEEP and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("close %s %s: %s", facts.method, facts.path, decision.reason)
+        return decision
+
+    def _overload(self) -> float:
+        p = 0.0
+        soft, hard = self._soft, self._hard
+        if soft is not None and hard is not None:
+            n = self.load.in_flight
+            if n >= hard:
+                return 1.0
+            if n > soft:
+                p = (n - soft) / (hard - soft)
+        pressure = self._pressure
+        if pressure is not None:
+            try:
+                q = float(pressure())
+            except Exception:
+                self.warn_once("pressure", "connmw: the pressure callable raised; treated as 0", exc=True)
+                q = 0.0
+            if q > p:
+                p = min(q, 1.0)
+        return p
+
+    def keep_alive_value(self, facts: RequestFacts) -> bytes | None:
+        """The ``Keep-Alive`` value for a response that keeps the connection."""
+        timeout = self._ka_timeout
+        if timeout is None:
+            return None
+        conn = facts.conn
+        if conn is not None and conn.max_requests > 0:
+            return timeout + b", max=%d" % max(conn.max_requests - conn.count, 0)
+        return timeout
+
+    def drain(self, window: float = 0.0) -> None:
+        self.load.drain(self._clock(), window)
+
+    def warn_once(self, key: str, message: str, *args: object, exc: bool = False) -> None:
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        logger.warning(message, *args, exc_info=exc)

@@ -1,0 +1,109 @@
+"""Bytes-level helpers for connection-specific headers.
+
+Facts
+-----
+- RFC 9110 §7.6.1: ``Connection`` is a comma-separated list of case-insensitive
+  tokens; the field may appear more than once, and the lists concatenate. Every
+  header field it nominates is hop-by-hop.
+- RFC 9110 §5.6.1: empty list elements (``a, , b``) are allowed and ignored.
+- RFC 9113 §8.2.2 (HTTP/2) and RFC 9114 §4.2 (HTTP/3): a message that carries
+  ``connection``, ``keep-alive``, ``proxy-connection``, ``transfer-encoding`` or
+  ``upgrade``, or ``te`` with any value other than ``trailers``, is malformed.
+- PEP 3333: a WSGI application must not send hop-by-hop headers through
+  ``start_response``.
+
+Malformed input never raises here: bytes that are not ASCII, empty tokens and
+absurdly long lists are handled conservatively (a token is compared as bytes; the
+number of tokens looked at is capped, and a ``close`` token anywhere in the part
+that was looked at still counts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "H1_APP_HOP_BY_HOP",
+    "H2_FORBIDDEN",
+    "WSGI_HOP_BY_HOP",
+    "connection_tokens",
+    "has_forbidden_chars",
+]
+
+#: Headers an HTTP/2 or HTTP/3 message must not carry (``te`` is handled apart:
+#: it is allowed with the exact value ``trailers``).
+H2_FORBIDDEN: frozenset[bytes] = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+
+#: Headers an ASGI application's HTTP/1.x response never passes through as is:
+#: connmw writes the single ``connection`` line itself, framing belongs to the
+#: server, and ``proxy-connection`` is never valid in a response.
+H1_APP_HOP_BY_HOP: frozenset[bytes] = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding")
+)
+
+#: PEP 3333's hop-by-hop set (as wsgiref and waitress enforce it), lowercased str.
+WSGI_HOP_BY_HOP: frozenset[str] = frozenset(
+    (
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    )
+)
+
+#: How many tokens of one request's ``Connection`` fields are looked at. Envoy
+#: rejects a request at 10 or more; connmw never rejects, it reads the first
+#: tokens and, past the cap, only looks for ``close``.
+MAX_TOKENS = 32
+
+_WS = b" \t"
+
+
+def connection_tokens(values: Iterable[bytes], limit: int = MAX_TOKENS) -> list[bytes]:
+    """Split ``Connection`` field values into lowercase tokens, in order.
+
+    Empty elements are dropped, optional whitespace around each token is
+    stripped, repeated fields concatenate. At most ``limit`` tokens are returned;
+    when the list is longer and a ``close`` token lies beyond the limit, ``close``
+    is appended so that a client's request to close is never lost.
+    """
+    tokens: list[bytes] = []
+    overflow = False
+    for value in values:
+        if overflow:
+            if b"close" in value.lower():
+                _add_close_if_token(tokens, value)
+            continue
+        for raw in value.split(b","):
+            token = raw.strip(_WS)
+            if not token:
+                continue
+            if len(tokens) >= limit:
+                overflow = True
+                if b"close" in value.lower():
+                    _add_close_if_token(tokens, value)
+                break
+            tokens.append(token.lower())
+    return tokens
+
+
+def _add_close_if_token(tokens: list[bytes], value: bytes) -> None:
+    if b"close" in tokens:
+        return
+    for raw in value.split(b","):
+        if raw.strip(_WS).lower() == b"close":
+            tokens.append(b"close")
+            return
+
+
+def has_forbidden_chars(value: bytes) -> bool:
+    """True when a header value would split or corrupt a header block."""
+    return b"\r" in value or b"\n" in value or b"\x00" in value

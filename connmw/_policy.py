@@ -1,0 +1,476 @@
+"""Configuration: :class:`Rule`, :class:`Options` and their validation.
+
+Everything here is checked once, at construction. A bad value raises
+:class:`TypeError` (wrong type) or :class:`ValueError` (right type, bad value) with a
+message that names the option and repeats the value, so a typo in a settings file
+is found at start-up, not on the first request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import random as _random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "DEFAULT_CLOSE_ON_STATUS",
+    "Options",
+    "Reason",
+    "Rule",
+]
+
+#: Why a connection is closed. ``None`` in a :class:`~connmw.Decision` means kept.
+Reason = Literal[
+    "client",
+    "http-1.0",
+    "app",
+    "handler",
+    "rule",
+    "status",
+    "max-requests",
+    "max-age",
+    "overload",
+    "drain",
+]
+
+#: Statuses after which nginx and Apache close the connection: the request
+#: stream may be out of sync (400, 408, 413, 414, 431) or the server is unwell
+#: (500, 501, 503).
+DEFAULT_CLOSE_ON_STATUS: frozenset[int] = frozenset((400, 408, 413, 414, 431, 500, 501, 503))
+
+_METHOD_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _glob_to_regex(pattern: str) -> str:
+    """Translate a path glob: ``*`` within one segment, ``**`` across segments."""
+    out: list[str] = []
+    i = 0
+    n = len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            if pattern.startswith("**", i):
+                i += 2
+                if pattern.startswith("/", i):
+                    # "/**/x" also matches "/x": zero or more whole segments.
+                    out.append("(?:[^/]*/)*")
+                    i += 1
+                else:
+                    out.append(".*")
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def _status_set(value: object, option: str) -> frozenset[int]:
+    if isinstance(value, bool):
+        raise TypeError(f"{option} must be an int, a range or a set of ints, not {value!r}")
+    if isinstance(value, int):
+        items: Iterable[object] = (value,)
+    elif isinstance(value, (range, set, frozenset, list, tuple)):
+        items = value
+    else:
+        raise TypeError(
+            f"{option} must be an int, a range or a set of ints, not {_type_name(value)} {value!r}"
+        )
+    out: set[int] = set()
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise TypeError(f"{option} must contain only ints, got {item!r} in {value!r}")
+        if not 100 <= item <= 999:
+            raise ValueError(f"{option} must contain HTTP statuses (100-999), got {item!r}")
+        out.add(item)
+    return frozenset(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A per-route policy: close (or keep) connections for matching requests.
+
+    :param path: a glob over the path the application sees (``root_path`` /
+        ``SCRIPT_NAME`` included): ``*`` matches within one segment, ``**`` across
+        segments (``/downloads/*``, ``/api/**/export``). ``None`` matches every path.
+    :param methods: a method name or a set of them (case-insensitive); ``None``
+        matches every method.
+    :param status: an int, a ``range`` or a set of ints; ``None`` matches every status.
+    :param close: ``True`` closes the connection after a matching response;
+        ``False`` exempts matching requests from every close connmw would decide on
+        its own (rules, statuses, request caps, age, overload, drain). A client's
+        own ``close``, HTTP/1.0 rules and an explicit close from the application
+        (its own ``Connection: close`` or :func:`connmw.request_close`) still close.
+
+    Rules are tried in order; the first whose path, methods and status all match
+    decides.
+    """
+
+    path: str | None = None
+    methods: frozenset[str] | None = None
+    status: frozenset[int] | None = None
+    close: bool = True
+    _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __init__(
+        self,
+        path: str | None = None,
+        *,
+        methods: str | Iterable[str] | None = None,
+        status: int | range | Iterable[int] | None = None,
+        close: bool = True,
+    ) -> None:
+        if path is not None and not isinstance(path, str):
+            raise TypeError(f"Rule path must be a str glob or None, not {_type_name(path)} {path!r}")
+        if path is not None and not path.startswith("/"):
+            raise ValueError(f"Rule path must start with '/', got {path!r}")
+        norm_methods: frozenset[str] | None = None
+        if methods is not None:
+            if isinstance(methods, str):
+                methods = (methods,)
+            try:
+                items = list(methods)
+            except TypeError:
+                raise TypeError(
+                    f"Rule methods must be a str or a set of str, not {_type_name(methods)} {methods!r}"
+                ) from None
+            for m in items:
+                if not isinstance(m, str) or not _METHOD_RE.match(m):
+                    raise ValueError(f"Rule methods must be HTTP method names, got {m!r}")
+            if not items:
+                raise ValueError("Rule methods must not be empty (use None to match every method)")
+            norm_methods = frozenset(m.upper() for m in items)
+        norm_status = None if status is None else _status_set(status, "Rule status")
+        if not isinstance(close, bool):
+            raise TypeError(f"Rule close must be True or False, not {close!r}")
+        regex = None
+        if path is not None and any(c in path for c in "*?"):
+            regex = re.compile(_glob_to_regex(path) + r"\Z")
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "methods", norm_methods)
+        object.__setattr__(self, "status", norm_status)
+        object.__setattr__(self, "close", close)
+        object.__setattr__(self, "_regex", regex)
+
+    def matches_request(self, method: str, path: str) -> bool:
+        """True when ``method`` and ``path`` match (the status is checked later)."""
+        if self.methods is not None and method.upper() not in self.methods:
+            return False
+        if self.path is None:
+            return True
+        if self._regex is None:
+            return path == self.path
+        return self._regex.match(path) is not None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Rule:
+        """Build a rule from a mapping such as a TOML table or a parsed YAML item."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"rules items must be Rule objects or mappings, not {data!r}")
+        unknown = set(data) - {"path", "methods", "status", "close"}
+        if unknown:
+            raise TypeError(f"Rule got unknown keys {sorted(unknown)!r} in {dict(data)!r}")
+        status = data.get("status")
+        if isinstance(status, str):
+            status = _parse_status_text(status, "Rule status")
+        elif isinstance(status, Mapping):
+            status = range(int(status["from"]), int(status["to"]) + 1)
+        close = data.get("close", True)
+        if isinstance(close, str):
+            close = _parse_bool(close, "Rule close")
+        return cls(data.get("path"), methods=data.get("methods"), status=status, close=close)
+
+
+def _parse_bool(text: str, option: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{option} must be a boolean (true/false), got {text!r}")
+
+
+def _parse_status_text(text: str, option: str) -> frozenset[int]:
+    """``"500,503"`` or ``"500-599"`` or ``"400, 500-504"``; empty means none."""
+    out: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                out.update(range(int(lo), int(hi) + 1))
+            else:
+                out.add(int(part))
+        except ValueError:
+            raise ValueError(
+                f"{option} must list statuses like '500,503' or '500-599', got {text!r}"
+            ) from None
+    return _status_set(out, option)
+
+
+def _check_number(
+    name: str,
+    value: object,
+    *,
+    integer: bool = False,
+    minimum: float = 0.0,
+    inclusive: bool = True,
+    optional: bool = True,
+) -> None:
+    if value is None:
+        if optional:
+            return
+        raise TypeError(f"{name} must not be None")
+    kind = "an int" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        raise TypeError(f"{name} must be {kind}, not {_type_name(value)} {value!r}")
+    assert isinstance(value, (int, float))
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if value < minimum or (not inclusive and value == minimum):
+        op = ">=" if inclusive else ">"
+        raise ValueError(f"{name} must be {op} {minimum:g}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Every setting of :class:`~connmw.ConnectionMiddleware` and
+    :class:`~connmw.WSGIConnectionMiddleware`, validated at construction.
+
+    :param rules: :class:`Rule` objects, tried in order, first match wins.
+    :param close_on_status: statuses that close the connection (default: nginx's and
+        Apache's set, 400 408 413 414 431 500 501 503); an empty set turns it off.
+    :param max_requests_per_connection: the Nth response on a connection closes it.
+    :param max_requests_jitter: each connection's cap is raised by a random 0..jitter,
+        so a fleet does not reconnect in lockstep.
+    :param max_connection_age: seconds; the first response after a connection is this
+        old closes it.
+    :param max_connection_age_jitter: seconds added at random (0..jitter) per connection.
+    :param keep_alive_timeout: seconds; advertised as ``Keep-Alive: timeout=N`` (with
+        ``max=remaining`` when a request cap is set) on HTTP/1.x responses that keep
+        the connection. Must not exceed the server's real idle timeout.
+    :param overload_soft_limit: in-flight requests (per process) from which responses
+        start to close keep-alive connections, with a probability rising linearly...
+    :param overload_hard_limit: ...to 1 at this many in-flight requests.
+    :param pressure: a callable returning 0..1: the probability to close each response
+        (see :class:`connmw.EventLoopLag`); combined with the in-flight ramp by max.
+    :param on_decision: called with ``(facts, decision)`` for every HTTP response.
+    :param decision_header: a response header name (e.g. ``"x-connmw"``) that carries
+        the decision and its reason, for debugging; ``None`` (default) sends nothing.
+    :param connection_idle_timeout: seconds after which the state of a connection that
+        sent nothing is forgotten. Should be at least the server's keep-alive timeout.
+    :param max_tracked_connections: a hard cap on per-connection state entries.
+    :param strip_nominated_request_headers: remove, before the application sees them,
+        request headers the client's ``Connection`` field nominates (as a proxy would),
+        except the ``protected_request_headers``.
+    :param protected_request_headers: header names never stripped by the option above,
+        in addition to Host, Authorization, Cookie, Content-Length, Content-Type,
+        Forwarded and ``X-Forwarded-*``.
+    :param max_connection_tokens: how many ``Connection`` tokens of a request are honoured.
+    :param clock: a monotonic clock in seconds (tests inject one).
+    :param random: returns a float in [0, 1) (tests inject one).
+    """
+
+    rules: tuple[Rule, ...] = ()
+    close_on_status: frozenset[int] = DEFAULT_CLOSE_ON_STATUS
+    max_requests_per_connection: int | None = None
+    max_requests_jitter: int = 0
+    max_connection_age: float | None = None
+    max_connection_age_jitter: float = 0.0
+    keep_alive_timeout: float | None = None
+    overload_soft_limit: int | None = None
+    overload_hard_limit: int | None = None
+    pressure: Callable[[], float] | None = None
+    on_decision: Callable[[Any, Any], object] | None = None
+    decision_header: str | None = None
+    connection_idle_timeout: float = 300.0
+    max_tracked_connections: int = 100_000
+    strip_nominated_request_headers: bool = False
+    protected_request_headers: frozenset[str] = frozenset()
+    max_connection_tokens: int = 32
+    clock: Callable[[], float] = time.monotonic
+    random: Callable[[], float] = _random.random
+
+    def __post_init__(self) -> None:
+        rules = self.rules
+        if isinstance(rules, (Rule, str, bytes, Mapping)) or not isinstance(rules, Iterable):
+            raise TypeError(f"rules must be a list of Rule objects, not {_type_name(rules)} {rules!r}")
+        built: list[Rule] = []
+        for item in rules:
+            if isinstance(item, Rule):
+                built.append(item)
+            elif isinstance(item, Mapping):
+                built.append(Rule.from_mapping(item))
+            else:
+                raise TypeError(f"rules must contain Rule objects, got {_type_name(item)} {item!r}")
+        object.__setattr__(self, "rules", tuple(built))
+        cos = self.close_on_status
+        if cos is None:
+            cos = frozenset()
+        object.__setattr__(self, "close_on_status", _status_set(cos, "close_on_status"))
+        _check_number(
+            "max_requests_per_connection", self.max_requests_per_connection, integer=True, minimum=1
+        )
+        _check_number("max_requests_jitter", self.max_requests_jitter, integer=True, optional=False)
+        _check_number("max_connection_age", self.max_connection_age, minimum=0, inclusive=False)
+        _check_number("max_connection_age_jitter", self.max_connection_age_jitter, optional=False)
+        _check_number("keep_alive_timeout", self.keep_alive_timeout, minimum=1)
+        _check_number("overload_soft_limit", self.overload_soft_limit, integer=True, minimum=0)
+        _check_number("overload_hard_limit", self.overload_hard_limit, integer=True, minimum=1)
+        soft, hard = self.overload_soft_limit, self.overload_hard_limit
+        if (soft is None) != (hard is None):
+            raise ValueError(
+                "overload_soft_limit and overload_hard_limit go together, got "
+                f"overload_soft_limit={soft!r}, overload_hard_limit={hard!r}"
+            )
+        if soft is not None and hard is not None and soft >= hard:
+            raise ValueError(
+                f"overload_soft_limit must be below overload_hard_limit, got {soft!r} >= {hard!r}"
+            )
+        for name in ("pressure", "on_decision", "clock", "random"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise TypeError(f"{name} must be callable, not {_type_name(value)} {value!r}")
+        if self.clock is None or self.random is None:
+            raise TypeError("clock and random must be callables, not None")
+        dh = self.decision_header
+        if dh is not None:
+            if not isinstance(dh, str) or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", dh):
+                raise ValueError(f"decision_header must be a header name such as 'x-connmw', got {dh!r}")
+            if dh.lower() in ("connection", "keep-alive", "content-length", "transfer-encoding"):
+                raise ValueError(f"decision_header must not be a framing header, got {dh!r}")
+            object.__setattr__(self, "decision_header", dh.lower())
+        _check_number(
+            "connection_idle_timeout",
+            self.connection_idle_timeout,
+            minimum=0,
+            inclusive=False,
+            optional=False,
+        )
+        _check_number(
+            "max_tracked_connections", self.max_tracked_connections, integer=True, minimum=1, optional=False
+        )
+        if not isinstance(self.strip_nominated_request_headers, bool):
+            raise TypeError(
+                f"strip_nominated_request_headers must be True or False, not {self.strip_nominated_request_headers!r}"
+            )
+        prh = self.protected_request_headers
+        if isinstance(prh, (str, bytes)) or not isinstance(prh, Iterable):
+            raise TypeError(f"protected_request_headers must be a set of header names, not {prh!r}")
+        names: set[str] = set()
+        for name in prh:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"protected_request_headers must contain header names (str), got {name!r}")
+            names.add(name.lower())
+        object.__setattr__(self, "protected_request_headers", frozenset(names))
+        _check_number(
+            "max_connection_tokens", self.max_connection_tokens, integer=True, minimum=1, optional=False
+        )
+
+    @property
+    def tracks_connections(self) -> bool:
+        """True when some option needs per-connection state."""
+        return self.max_requests_per_connection is not None or self.max_connection_age is not None
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if not f.name.startswith("_"))
+
+    @classmethod
+    def from_kwargs(cls, owner: str, options: Mapping[str, Any]) -> Options:
+        """Build from keyword options, with a helpful error for unknown names."""
+        known = cls.field_names()
+        for key in options:
+            if key not in known:
+                hint = difflib.get_close_matches(key, known, n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise TypeError(f"{owner} got an unknown option {key!r}{extra}")
+        return cls(**options)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], *, owner: str = "Options") -> Options:
+        """Build from a mapping of plain values, e.g. a TOML table, YAML or environment.
+
+        Strings are accepted where a number, a boolean, a status set (``"500,503"``,
+        ``"500-599"``) or a set of names (``"x-a,x-b"``) is expected; ``rules`` is a
+        list of mappings with ``path``, ``methods``, ``status`` and ``close`` keys.
+        Callables (``clock``, ``pressure``...) are passed as they are. The same
+        validation and messages as keyword construction apply.
+        """
+        if not isinstance(mapping, Mapping):
+            raise TypeError(f"{owner} settings must be a mapping, not {_type_name(mapping)} {mapping!r}")
+        known = cls.field_names()
+        kwargs: dict[str, Any] = {}
+        for key, value in mapping.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{owner} option names must be str, got {key!r}")
+            name = key.lower().replace("-", "_")
+            if name not in known:
+                hint = difflib.get_close_matches(name, known, n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise TypeError(f"{owner} got an unknown option {key!r}{extra}")
+            kwargs[name] = _coerce(name, value)
+        return cls(**kwargs)
+
+
+_INT_OPTIONS = frozenset(
+    (
+        "max_requests_per_connection",
+        "max_requests_jitter",
+        "overload_soft_limit",
+        "overload_hard_limit",
+        "max_tracked_connections",
+        "max_connection_tokens",
+    )
+)
+_FLOAT_OPTIONS = frozenset(
+    ("max_connection_age", "max_connection_age_jitter", "keep_alive_timeout", "connection_idle_timeout")
+)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        if name == "rules" and isinstance(value, (list, tuple)):
+            return tuple(Rule.from_mapping(v) if isinstance(v, Mapping) else v for v in value)
+        if name == "close_on_status" and isinstance(value, (list, tuple)):
+            return frozenset(value)
+        return value
+    text = value.strip()
+    if name in _INT_OPTIONS:
+        if text.lower() in ("", "none"):
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+    if name in _FLOAT_OPTIONS:
+        if text.lower() in ("", "none"):
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+    if name == "strip_nominated_request_headers":
+        return _parse_bool(text, name)
+    if name == "close_on_status":
+        return _parse_status_text(text, name)
+    if name == "protected_request_headers":
+        return frozenset(p.strip() for p in text.split(",") if p.strip())
+    if name == "decision_header":
+        return text or None
+    raise TypeError(f"{name} cannot be given as a string, got {value!r}")

@@ -1,0 +1,171 @@
+"""Per-connection and per-process bookkeeping.
+
+The connection table is bounded: an entry is dropped once its connection has
+been idle longer than ``idle_timeout`` (it has most likely been closed by the
+server or the client), when connmw itself closes the connection, and, as a last
+resort, the least recently used entry goes when the table is full. Every method
+takes a lock, so threaded WSGI servers can share one table; under asyncio the lock
+is never contended.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+__all__ = ["ConnectionTable", "ConnState", "Load"]
+
+
+class ConnState:
+    """What connmw knows about one connection."""
+
+    __slots__ = ("born", "count", "max_age", "max_requests", "seen")
+
+    def __init__(self, born: float, max_requests: int, max_age: float) -> None:
+        self.count = 0
+        self.born = born
+        self.seen = born
+        self.max_requests = max_requests
+        self.max_age = max_age
+
+
+class ConnectionTable:
+    """A bounded, thread-safe map from connection identity to :class:`ConnState`."""
+
+    __slots__ = (
+        "_age",
+        "_age_jitter",
+        "_cap",
+        "_entries",
+        "_idle",
+        "_lock",
+        "_random",
+        "_requests",
+        "_requests_jitter",
+        "peak",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_requests: int | None,
+        max_requests_jitter: int,
+        max_age: float | None,
+        max_age_jitter: float,
+        idle_timeout: float,
+        cap: int,
+        random: Callable[[], float],
+    ) -> None:
+        self._entries: OrderedDict[Hashable, ConnState] = OrderedDict()
+        self._lock = threading.Lock()
+        self._requests = max_requests if max_requests is not None else 0
+        self._requests_jitter = max_requests_jitter if max_requests is not None else 0
+        self._age = max_age if max_age is not None else float("inf")
+        self._age_jitter = max_age_jitter if max_age is not None else 0.0
+        self._idle = idle_timeout
+        self._cap = cap
+        self._random = random
+        self.peak = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def begin(self, key: Hashable, now: float) -> ConnState:
+        """Count one more request on ``key`` and return its state."""
+        entries = self._entries
+        with self._lock:
+            state = entries.get(key)
+            if state is not None and now - state.seen > self._idle:
+                # Idle past the timeout: that connection is gone; this is a new one
+                # that reuses the address.
+                del entries[key]
+                state = None
+            if state is None:
+                state = self._new(now)
+                entries[key] = state
+                self._evict(now)
+            else:
+                entries.move_to_end(key)
+            state.count += 1
+            state.seen = now
+            return state
+
+    def _new(self, now: float) -> ConnState:
+        max_requests = self._requests
+        if self._requests_jitter:
+            max_requests += int(self._random() * (self._requests_jitter + 1))
+        max_age = self._age
+        if self._age_jitter:
+            max_age += self._random() * self._age_jitter
+        return ConnState(now, max_requests, max_age)
+
+    def _evict(self, now: float) -> None:
+        entries = self._entries
+        while len(entries) > self._cap:
+            entries.popitem(last=False)
+        idle = self._idle
+        # Oldest first: stop at the first entry still in use.
+        while entries:
+            key, state = next(iter(entries.items()))
+            if now - state.seen <= idle:
+                break
+            del entries[key]
+        if len(entries) > self.peak:
+            self.peak = len(entries)
+
+    def forget(self, key: Hashable) -> None:
+        """Drop ``key`` (the connection is closing)."""
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+class Load:
+    """In-flight requests of this process (per middleware instance) and the drain state."""
+
+    __slots__ = ("_lock", "drain_since", "drain_window", "in_flight")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.drain_since: float | None = None
+        self.drain_window = 0.0
+
+    def enter(self) -> int:
+        with self._lock:
+            self.in_flight += 1
+            return self.in_flight
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def drain(self, now: float, window: float) -> None:
+        # One tuple-free assignment each: safe from any thread. The window is set
+        # first so a reader never sees a start time with a stale window.
+        self.drain_window = window
+        if self.drain_since is None:
+            self.drain_since = now
+
+    def stop_draining(self) -> None:
+        self.drain_since = None
+        self.drain_window = 0.0
+
+    def drain_probability(self, now: float) -> float:
+        since = self.drain_since
+        if since is None:
+            return 0.0
+        window = self.drain_window
+        if window <= 0.0:
+            return 1.0
+        elapsed = now - since
+        if elapsed >= window:
+            return 1.0
+        return max(elapsed, 0.0) / window

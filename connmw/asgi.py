@@ -1,0 +1,275 @@
+"""ASGI 3 middleware: :class:`ConnectionMiddleware`.
+
+Facts
+-----
+- ASGI HTTP spec: ``http_version`` is ``"1.0"``, ``"1.1"`` or ``"2"`` (granian says
+  ``"1"`` for HTTP/1.0, some servers ``"2.0"`` or ``"3"``); request header names
+  are lowercased by the server; response headers go out in ``http.response.start``.
+- No ASGI server strips hop-by-hop headers on HTTP/1.x: what the application sends
+  reaches the client, so connmw writes the single ``connection`` line itself.
+- On HTTP/2 the h2 layers drop most forbidden headers silently, but an app's
+  ``te: gzip`` kills hypercorn's whole connection and raises inside daphne: those
+  headers are removed before ``http.response.start`` leaves.
+
+Malformed input is handled conservatively: an unknown ``http_version`` is treated
+as HTTP/1.1, a ``Connection`` field with odd bytes is split as bytes, a missing
+or odd ``status`` is passed through for the server to reject.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ._engine import Engine, RequestFacts
+from ._headers import H2_FORBIDDEN, connection_tokens
+from ._policy import Options
+from ._servers import asgi_server_profile
+
+__all__ = ["ConnectionMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_VERSIONS = {"1.1": 11, "1.0": 10, "1": 10, "2": 20, "2.0": 20, "3": 30, "3.0": 30}
+#: Lengths of the response header names connmw looks at; others are skipped unread.
+_WATCH_LEN = frozenset((2, 10, 14, 16, 17))
+_NO_BODY_STATUS = frozenset((204, 304))
+
+
+class ConnectionMiddleware:
+    """Manage the HTTP ``Connection`` header of an ASGI application.
+
+    :param app: the ASGI 3 application to wrap (first, so Starlette's
+        ``add_middleware(ConnectionMiddleware, ...)`` works).
+    :param options: keyword options, see :class:`connmw.Options`.
+
+    Usage::
+
+        from connmw import ConnectionMiddleware, Rule
+
+        app = ConnectionMiddleware(
+            app,
+            rules=[Rule("/downloads/*")],
+            max_requests_per_connection=1000,
+            keep_alive_timeout=5,
+        )
+
+    ``websocket`` and ``lifespan`` scopes, and requests that upgrade the connection,
+    pass through untouched. Per-connection state is keyed on ``scope["client"]`` and
+    ``scope["server"]``: install connmw outside any proxy-headers middleware that
+    rewrites them.
+    """
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        self.app = app
+        self.options = Options.from_kwargs("ConnectionMiddleware", options)
+        self._engine = Engine(self.options)
+
+    def drain(self, window: float = 0.0) -> None:
+        """From now on, close the connection after each HTTP/1.x response.
+
+        With ``window`` (seconds), the probability to close rises from 0 to 1 over
+        the window, so clients do not all reconnect at once. Safe from any thread.
+        """
+        if isinstance(window, bool) or not isinstance(window, (int, float)) or window < 0:
+            raise ValueError(f"drain window must be a number of seconds >= 0, got {window!r}")
+        self._engine.drain(float(window))
+
+    def stop_draining(self) -> None:
+        """Undo :meth:`drain`."""
+        self._engine.load.stop_draining()
+
+    @property
+    def draining(self) -> bool:
+        return self._engine.load.drain_since is not None
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or "connmw" in scope:
+            await self.app(scope, receive, send)
+            return
+        engine = self._engine
+        version = _VERSIONS.get(scope.get("http_version", "1.1"), 11)
+        values: list[bytes] | None = None
+        if version < 20:
+            for name, value in scope["headers"]:
+                if name == b"connection":
+                    if values is None:
+                        values = [value]
+                    else:
+                        values.append(value)
+            if values is not None and b"upgrade" in connection_tokens(values, 64):
+                await self.app(scope, receive, send)
+                return
+        key = None
+        if engine.table is not None:
+            client = scope.get("client")
+            if client is not None:
+                key = (client, scope.get("server"))
+        facts = engine.begin(
+            version,
+            scope.get("method", "GET"),
+            scope.get("root_path", "") + scope.get("path", "/"),
+            values,
+            key,
+        )
+        scope["connmw"] = facts
+        if engine.options.strip_nominated_request_headers and values is not None:
+            _strip_nominated(scope, values, engine.options)
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = _on_start(engine, facts, message, send)
+            elif facts.body_hook is not None:
+                facts.body_hook(message)
+            await send(message)
+
+        if engine.track_in_flight:
+            try:
+                await self.app(scope, receive, send_wrapper)
+            finally:
+                engine.end(facts)
+        else:
+            await self.app(scope, receive, send_wrapper)
+
+
+def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send) -> Message:
+    status = message.get("status", 200)
+    if not isinstance(status, int):
+        return message
+    headers = message.get("headers") or ()
+    version = facts.version
+    if version >= 20:
+        decision = engine.respond(facts, status)
+        return _clean_h2(engine, message, headers, decision.reason)
+
+    app_close = False
+    known_length = status < 200 or status in _NO_BODY_STATUS or facts.method == "HEAD"
+    touched = False
+    app_tokens: list[bytes] | None = None
+    app_keep_alive: bytes | None = None
+    for name, value in headers:
+        if len(name) in _WATCH_LEN:
+            lname = name.lower()
+            if lname == b"content-length":
+                known_length = True
+            elif lname == b"connection":
+                touched = True
+                toks = connection_tokens((value,))
+                if b"close" in toks:
+                    app_close = True
+                if app_tokens is None:
+                    app_tokens = toks
+                else:
+                    app_tokens.extend(toks)
+            elif lname == b"keep-alive":
+                touched = True
+                app_keep_alive = value
+            elif lname == b"transfer-encoding" or lname == b"proxy-connection":
+                touched = True
+    profile = asgi_server_profile(send)
+    decision = engine.respond(
+        facts,
+        status,
+        app_close=app_close,
+        known_length=known_length,
+        http10_keep_alive=profile.http10_keep_alive,
+    )
+    close = decision.close
+    keep_alive = None if close else engine.keep_alive_value(facts)
+    dh = engine.options.decision_header
+    if not close and not touched and version == 11 and keep_alive is None and dh is None:
+        return message
+
+    out: list[Any] = []
+    for item in headers:
+        name = item[0]
+        if len(name) in _WATCH_LEN:
+            lname = name.lower()
+            if (
+                lname == b"connection"
+                or lname == b"transfer-encoding"
+                or lname == b"proxy-connection"
+                or lname == b"keep-alive"
+            ):
+                continue
+        out.append(item)
+    tokens = [t for t in app_tokens if t != b"close" and t != b"keep-alive"] if app_tokens else []
+    if close:
+        tokens.append(b"close")
+    elif version == 10:
+        tokens.append(b"keep-alive")
+    if tokens:
+        out.append((b"connection", b", ".join(dict.fromkeys(tokens))))
+    if not close:
+        if keep_alive is not None:
+            out.append((b"keep-alive", keep_alive))
+        elif app_keep_alive is not None:
+            out.append((b"keep-alive", app_keep_alive))
+    if dh is not None:
+        out.append(
+            (dh.encode("ascii"), b"close; reason=" + decision.reason.encode() if decision.reason else b"keep")
+        )
+    if close and version == 10 and not known_length:
+        facts.body_hook = profile.close_delimit(send)
+    new = dict(message)
+    new["headers"] = out
+    return new
+
+
+def _clean_h2(engine: Engine, message: Message, headers: Any, reason: str | None) -> Message:
+    nominated: set[bytes] | None = None
+    dirty = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname in H2_FORBIDDEN or (lname == b"te" and value.strip().lower() != b"trailers"):
+            dirty = True
+            if lname == b"connection":
+                if nominated is None:
+                    nominated = set()
+                nominated.update(connection_tokens((value,)))
+    dh = engine.options.decision_header
+    if not dirty and dh is None:
+        return message
+    out: list[Any] = []
+    for item in headers:
+        name, value = item[0], item[1]
+        lname = name.lower()
+        if lname in H2_FORBIDDEN:
+            continue
+        if lname == b"te" and value.strip().lower() != b"trailers":
+            continue
+        if nominated is not None and lname in nominated:
+            continue
+        out.append(item)
+    if dh is not None:
+        out.append((dh.encode("ascii"), b"keep"))
+    new = dict(message)
+    new["headers"] = out
+    return new
+
+
+_ALWAYS_PROTECTED = frozenset(
+    (b"host", b"authorization", b"cookie", b"content-length", b"content-type", b"forwarded", b"connection")
+)
+
+
+def _strip_nominated(scope: Scope, values: list[bytes], options: Options) -> None:
+    nominated = set(connection_tokens(values, options.max_connection_tokens))
+    nominated.discard(b"close")
+    nominated.discard(b"keep-alive")
+    protected = {p.encode("latin-1") for p in options.protected_request_headers}
+    nominated = {
+        n
+        for n in nominated
+        if n not in _ALWAYS_PROTECTED and n not in protected and not n.startswith(b"x-forwarded-")
+    }
+    if nominated:
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() not in nominated]

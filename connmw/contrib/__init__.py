@@ -1,0 +1,1 @@
+"""Framework integrations (Flask, Django, Starlette/FastAPI); each imports its framework lazily."""

@@ -1,0 +1,235 @@
+"""PEP 3333 middleware: :class:`WSGIConnectionMiddleware`.
+
+Facts
+-----
+- PEP 3333: an application or middleware must not pass hop-by-hop headers to
+  ``start_response``; wsgiref and waitress turn one into a 500. So connmw removes
+  them from the application's headers and makes the close real through the
+  server's own objects (see :mod:`connmw._servers`).
+- Multiple ``Connection`` request fields reach the application joined with
+  commas in ``HTTP_CONNECTION``.
+- The decision is taken when ``start_response`` is called, before any body byte
+  (after the first body byte a server can still close but can no longer say so);
+  a call with ``exc_info`` replaces the headers, so the close is applied again.
+
+Malformed input is handled conservatively: an unknown ``SERVER_PROTOCOL`` counts
+as HTTP/1.1, a status line that does not start with three digits is passed
+through untouched for the server to deal with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._decide import version_code
+from ._engine import Engine, RequestFacts
+from ._headers import WSGI_HOP_BY_HOP, connection_tokens
+from ._policy import Options
+from ._servers import wsgi_server
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["WSGIConnectionMiddleware"]
+
+_WATCH_LEN = frozenset(len(n) for n in WSGI_HOP_BY_HOP) | {len("content-length")}
+_NO_BODY_STATUS = frozenset((204, 304))
+
+
+class WSGIConnectionMiddleware:
+    """Manage the HTTP ``Connection`` header of a WSGI application.
+
+    :param app: the WSGI application to wrap.
+    :param options: keyword options, see :class:`connmw.Options`.
+
+    Usage (Flask)::
+
+        from connmw import WSGIConnectionMiddleware, Rule
+
+        app.wsgi_app = WSGIConnectionMiddleware(
+            app.wsgi_app, rules=[Rule("/export/*")], max_requests_per_connection=500
+        )
+
+    Hop-by-hop headers the application sets never reach ``start_response``; a close
+    is made real through the server (gunicorn, waitress, wsgiref, ...). On a server
+    connmw does not know, it warns once and sends no hop-by-hop header. The state of
+    a connection is keyed on the server's connection where reachable, else on
+    ``REMOTE_ADDR``/``REMOTE_PORT``: install connmw outside ``ProxyFix``-like
+    middleware.
+    """
+
+    def __init__(self, app: WSGIApplication, **options: Any) -> None:
+        self.app = app
+        self.options = Options.from_kwargs("WSGIConnectionMiddleware", options)
+        self._engine = Engine(self.options)
+
+    def drain(self, window: float = 0.0) -> None:
+        """From now on, close the connection after each HTTP/1.x response (see
+        :meth:`connmw.ConnectionMiddleware.drain`). Safe from any thread."""
+        if isinstance(window, bool) or not isinstance(window, (int, float)) or window < 0:
+            raise ValueError(f"drain window must be a number of seconds >= 0, got {window!r}")
+        self._engine.drain(float(window))
+
+    def stop_draining(self) -> None:
+        """Undo :meth:`drain`."""
+        self._engine.load.stop_draining()
+
+    @property
+    def draining(self) -> bool:
+        return self._engine.load.drain_since is not None
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if "connmw" in environ:
+            return self.app(environ, start_response)
+        engine = self._engine
+        version = version_code(environ.get("SERVER_PROTOCOL"))
+        raw = environ.get("HTTP_CONNECTION")
+        values = None
+        if raw:
+            values = [raw.encode("latin-1", "replace")]
+            if b"upgrade" in connection_tokens(values, 64) and environ.get("HTTP_UPGRADE"):
+                return self.app(environ, start_response)
+        key = None
+        if engine.table is not None:
+            addr = environ.get("REMOTE_ADDR")
+            port = environ.get("REMOTE_PORT")
+            if addr is not None and port:
+                key = (addr, port, environ.get("SERVER_PORT"))
+        facts = engine.begin(
+            version,
+            environ.get("REQUEST_METHOD", "GET"),
+            environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+            values,
+            key,
+        )
+        environ["connmw"] = facts
+        if values is not None and engine.options.strip_nominated_request_headers:
+            _strip_nominated(environ, values, engine.options)
+
+        def connmw_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return _start(engine, facts, environ, start_response, status, headers, exc_info)
+
+        if not engine.track_in_flight:
+            return self.app(environ, connmw_start_response)
+        try:
+            result = self.app(environ, connmw_start_response)
+        except BaseException:
+            engine.end(facts)
+            raise
+        return _Closing(result, engine, facts)
+
+
+def _start(
+    engine: Engine,
+    facts: RequestFacts,
+    environ: WSGIEnvironment,
+    start_response: Callable[..., Any],
+    status: str,
+    headers: list[tuple[str, str]],
+    exc_info: Any,
+) -> Any:
+    try:
+        code = int(status[:3])
+    except (TypeError, ValueError):
+        return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+    app_close = False
+    known_length = code < 200 or code in _NO_BODY_STATUS or facts.method == "HEAD"
+    clean = headers
+    for name, value in headers:
+        if len(name) in _WATCH_LEN:
+            lname = name.lower()
+            if lname == "content-length":
+                known_length = True
+            elif lname in WSGI_HOP_BY_HOP:
+                if clean is headers:
+                    clean = []
+                if lname == "connection" and b"close" in connection_tokens(
+                    (value.encode("latin-1", "replace"),)
+                ):
+                    app_close = True
+    if clean is not headers:
+        clean = [h for h in headers if h[0].lower() not in WSGI_HOP_BY_HOP]
+    dh = engine.options.decision_header
+    write = start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
+    server, handle = wsgi_server(start_response, write)
+    decision = engine.respond(
+        facts,
+        code,
+        app_close=app_close,
+        known_length=known_length,
+        http10_keep_alive=server.http10_keep_alive,
+    )
+    if decision.close:
+        if handle is None or not server.close(handle, environ):
+            engine.warn_once(
+                "wsgi-close:" + type(getattr(start_response, "__self__", start_response)).__name__,
+                "connmw: cannot make the close real on this WSGI server (%s); the connection "
+                "may stay open. No Connection header was sent.",
+                _describe(start_response, write),
+            )
+    elif handle is not None and facts.version == 11:
+        ka = engine.keep_alive_value(facts)
+        if ka is not None:
+            server.advertise(handle, ka.decode("ascii"))
+    if dh is not None and handle is not None:
+        _add_header(server, handle, dh, "close; reason=" + decision.reason if decision.reason else "keep")
+    return write
+
+
+def _add_header(server: Any, handle: Any, name: str, value: str) -> None:
+    headers = getattr(handle, "response_headers", None)
+    if headers is None:
+        headers = getattr(handle, "headers", None)
+    if isinstance(headers, list):
+        headers.append((name, value))
+
+
+def _describe(start_response: Any, write: Any) -> str:
+    for fn in (start_response, write):
+        owner = getattr(fn, "__self__", None)
+        if owner is not None:
+            return f"{type(owner).__module__}.{type(owner).__qualname__}"
+    return f"{type(start_response).__module__}.{getattr(start_response, '__qualname__', '?')}"
+
+
+class _Closing:
+    """Wraps the application's iterable to count the request as done on close()."""
+
+    __slots__ = ("_engine", "_facts", "_result")
+
+    def __init__(self, result: Iterable[bytes], engine: Engine, facts: RequestFacts) -> None:
+        self._result = result
+        self._engine = engine
+        self._facts = facts
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._result)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._engine.end(self._facts)
+
+
+_ALWAYS_PROTECTED = frozenset(("HOST", "AUTHORIZATION", "COOKIE", "FORWARDED", "CONNECTION"))
+
+
+def _strip_nominated(environ: WSGIEnvironment, values: list[bytes], options: Options) -> None:
+    protected = {p.upper().replace("-", "_") for p in options.protected_request_headers}
+    for token in connection_tokens(values, options.max_connection_tokens):
+        if token in (b"close", b"keep-alive"):
+            continue
+        name = token.decode("latin-1").upper().replace("-", "_")
+        if name in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+            continue
+        if name in _ALWAYS_PROTECTED or name in protected or name.startswith("X_FORWARDED_"):
+            continue
+        environ.pop("HTTP_" + name, None)

@@ -1,0 +1,213 @@
+"""Start real servers on loopback with an ephemeral port, and stop them.
+
+Servers that can run inside the test process (uvicorn, hypercorn, waitress,
+wsgiref, cheroot, werkzeug) run in a thread on a socket bound here, so coverage
+sees connmw's code; the others (gunicorn, granian, daphne, Django's runserver)
+run as subprocesses. Every runner is a context manager that stops what it started,
+with bounded waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bound_socket(host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{out}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+@contextlib.contextmanager
+def uvicorn_thread(app: Any, http: str = "h11", **config: Any) -> Iterator[int]:
+    import uvicorn
+
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    cfg = uvicorn.Config(app, http=http, lifespan="off", log_level="warning", access_log=False, **config)
+    server = uvicorn.Server(cfg)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@contextlib.contextmanager
+def hypercorn_thread(
+    app: Any, *, h2c: bool = False, certfile: str | None = None, keyfile: str | None = None
+) -> Iterator[int]:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.accesslog = None
+    config.errorlog = None
+    if certfile:
+        config.certfile = certfile
+        config.keyfile = keyfile
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        await serve(app, config, shutdown_trigger=stop.wait, mode="asgi")
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(main())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        wait_for_port(port, 10)
+        yield port
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        if not loop.is_running():
+            loop.close()
+        sock.close()
+
+
+@contextlib.contextmanager
+def waitress_thread(app: Any, **kw: Any) -> Iterator[int]:
+    from waitress.server import create_server
+
+    server = create_server(app, host="127.0.0.1", port=0, threads=4, **kw)
+    port = server.effective_port
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for_port(port, 10)
+        yield port
+    finally:
+        server.close()
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def wsgiref_thread(app: Any) -> Iterator[int]:
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+    port = server.server_port
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def subprocess_server(
+    argv: Sequence[str], port: int, env: dict[str, str] | None = None, timeout: float = 30.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), full_env.get("PYTHONPATH", "")])
+    if env:
+        full_env.update(env)
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=str(ROOT),
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port, timeout, proc)
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+    if proc.stdout:
+        proc.stdout.close()
+
+
+def gunicorn_argv(app: str, port: int, worker: str = "gthread", threads: int = 4) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--worker-class",
+        worker,
+        "--keep-alive",
+        "10",
+        "--graceful-timeout",
+        "3",
+        "--log-level",
+        "warning",
+    ]
+    if worker == "gthread":
+        argv += ["--threads", str(threads)]
+    return [*argv, app]
