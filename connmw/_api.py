@@ -1,43 +1,69 @@
-"""``request_close``: handler code asks to close the connection after its response."""
+"""``request_close``: handler code asks to close the connection after its response.
+
+The request facts live in the ASGI scope / WSGI environ under the ``"connmw"`` key.
+Routers and mounts pass the same scope on (or a copy, which shares the facts), so
+the call works however deep the handler sits below the middleware.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from ._engine import RequestFacts, logger
+from ._engine import Engine, RequestFacts, logger
+from ._policy import match_rules
 
-__all__ = ["request_close"]
+__all__ = ["join_outer", "request_close"]
 
 _HOW_TO_INSTALL = (
-    "connmw.request_close: this request did not pass through connmw. Wrap the application "
-    "with connmw.ConnectionMiddleware (ASGI: app = ConnectionMiddleware(app) or "
-    "app.add_middleware(ConnectionMiddleware)) or connmw.WSGIConnectionMiddleware (WSGI: "
-    "app.wsgi_app = WSGIConnectionMiddleware(app.wsgi_app))."
+    "connmw.request_close: this request did not pass through connmw, so the connection "
+    "cannot be closed. Install it around the whole application: ASGI "
+    "app.add_middleware(connmw.ConnectionMiddleware) or app = connmw.ConnectionMiddleware(app); "
+    "WSGI app.wsgi_app = connmw.WSGIConnectionMiddleware(app.wsgi_app) (Flask: "
+    "connmw.contrib.flask.install(app)); Django: application = "
+    "connmw.contrib.django.get_wsgi_application() in wsgi.py (get_asgi_application() in asgi.py)."
+)
+
+_NO_CONTEXT = (
+    "connmw.request_close() without a target works only inside a Flask request; pass the "
+    "ASGI scope, the WSGI environ or the framework's request object"
 )
 
 
-def _facts_of(target: Any) -> RequestFacts | None:
+def _facts_in(mapping: Mapping[str, Any]) -> RequestFacts:
+    facts = mapping.get("connmw")
+    if not isinstance(facts, RequestFacts):
+        raise RuntimeError(_HOW_TO_INSTALL)
+    return facts
+
+
+def _facts_of(target: Any) -> RequestFacts:
     if target is None:
         target = _flask_environ()
         if target is None:
-            return None
+            raise RuntimeError(_NO_CONTEXT)
     if isinstance(target, Mapping):
-        facts = target.get("connmw")
-        return facts if isinstance(facts, RequestFacts) else None
+        # An ASGI scope, a WSGI environ, or a Starlette Request (a Mapping over its scope).
+        return _facts_in(target)
+    known = False
     for attr in ("scope", "environ", "META"):
         inner = getattr(target, attr, None)
         if isinstance(inner, Mapping):
-            facts = inner.get("connmw")
-            if isinstance(facts, RequestFacts):
-                return facts
-    return None
+            if "connmw" in inner:
+                return _facts_in(inner)
+            known = True
+    if known:
+        raise RuntimeError(_HOW_TO_INSTALL)
+    raise RuntimeError(
+        f"connmw.request_close got a {type(target).__name__}, not an ASGI scope, a WSGI environ "
+        "or a Starlette, FastAPI, Flask or Django request carrying connmw's facts. " + _HOW_TO_INSTALL
+    )
 
 
 def _flask_environ() -> Mapping[str, Any] | None:
     try:
         import flask
-    except ImportError:
+    except ImportError:  # pragma: no cover - flask is in the test extra
         return None
     if not flask.has_request_context():
         return None
@@ -50,19 +76,20 @@ def request_close(target: Any = None, reason: str | None = None) -> bool:
 
     :param target: the ASGI scope or WSGI environ, a Starlette/FastAPI ``Request``, a
         Flask ``request`` (or nothing, inside a Flask request context) or a Django
-        ``HttpRequest``.
+        ``HttpRequest`` (WSGI or ASGI).
     :param reason: free text kept on the request facts (``facts.handler_reason``) for
         ``on_decision`` and the log; the decision's reason is ``"handler"``.
     :returns: True when it takes effect; False when the response has already started
-        (too late: a warning is logged).
-    :raises RuntimeError: when the request did not pass through connmw.
+        (too late: a warning is logged). On HTTP/2 and HTTP/3 the server manages the
+        connection and the call changes nothing.
+    :raises RuntimeError: when the request did not pass through connmw (the message
+        says how to install it), when called without a target outside a Flask
+        request, or when ``target`` is not a request of a known kind.
     :raises TypeError: when ``reason`` is not a str.
     """
     if reason is not None and not isinstance(reason, str):
         raise TypeError(f"request_close reason must be a str or None, not {reason!r}")
     facts = _facts_of(target)
-    if facts is None:
-        raise RuntimeError(_HOW_TO_INSTALL)
     if facts.decision is not None:
         logger.warning(
             "connmw.request_close(%s %s) came after the response started: too late to close",
@@ -72,3 +99,33 @@ def request_close(target: Any = None, reason: str | None = None) -> bool:
         return False
     facts.handler_reason = reason or "handler"
     return True
+
+
+def join_outer(engine: Engine, outer: object) -> None:
+    """A nested instance (a route-level ``Middleware``, a mounted sub-application
+    wrapped again) met a request an outer instance already handles.
+
+    The outermost instance owns the connection and takes the decision; the nested
+    one puts its own matching rules in front of the outer's on the shared
+    :class:`~connmw.RequestFacts`, so the more specific configuration is tried first.
+    Its other options cannot apply to a connection it does not own: a warning
+    names them once.
+    """
+    if not isinstance(outer, RequestFacts) or outer.decision is not None:
+        return
+    rules = engine.options.rules
+    if rules:
+        found = match_rules(rules, outer.method, outer.path)
+        if found:
+            outer.rules = found + outer.rules
+    if "nested" not in engine._warned:
+        ignored = sorted(set(engine.options.as_kwargs()) - {"rules"})
+        if ignored:
+            engine.warn_once(
+                "nested",
+                "connmw: this middleware is nested inside another connmw middleware, which "
+                "manages the connection; only its rules apply, not %s",
+                ", ".join(ignored),
+            )
+        else:
+            engine._warned.add("nested")

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
+import json
 import math
+import os
 import random as _random
 import re
 import time
@@ -23,6 +26,7 @@ __all__ = [
     "Options",
     "Reason",
     "Rule",
+    "match_rules",
 ]
 
 #: Why a connection is closed. ``None`` in a :class:`~connmw.Decision` means kept.
@@ -176,21 +180,60 @@ class Rule:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Rule:
-        """Build a rule from a mapping such as a TOML table or a parsed YAML item."""
+        """Build a rule from a mapping such as a TOML table or a parsed YAML item.
+
+        Besides the keyword forms, ``methods`` may be a comma-separated string
+        (``"GET,HEAD"``), ``status`` a string (``"500,503"``, ``"500-599"``) or a
+        ``{"from": 500, "to": 599}`` table, and ``close`` a string (``"false"``).
+        """
         if not isinstance(data, Mapping):
-            raise TypeError(f"rules items must be Rule objects or mappings, not {data!r}")
+            raise TypeError(f"rules items must be Rule objects or mappings, not {_type_name(data)} {data!r}")
         unknown = set(data) - {"path", "methods", "status", "close"}
         if unknown:
-            raise TypeError(f"Rule got unknown keys {sorted(unknown)!r} in {dict(data)!r}")
-        status = data.get("status")
-        if isinstance(status, str):
-            status = _parse_status_text(status, "Rule status")
-        elif isinstance(status, Mapping):
-            status = range(int(status["from"]), int(status["to"]) + 1)
+            raise TypeError(f"Rule got unknown keys {sorted(map(str, unknown))!r} in {dict(data)!r}")
+        methods = data.get("methods")
+        if isinstance(methods, str):
+            methods = [m.strip() for m in methods.split(",") if m.strip()]
+        status = _plain_status(data.get("status"), "Rule status")
         close = data.get("close", True)
         if isinstance(close, str):
             close = _parse_bool(close, "Rule close")
-        return cls(data.get("path"), methods=data.get("methods"), status=status, close=close)
+        return cls(data.get("path"), methods=methods, status=status, close=close)
+
+
+def match_rules(rules: tuple[Rule, ...], method: str, path: str) -> tuple[Rule, ...]:
+    """The rules that may decide for ``method`` and ``path``, in order.
+
+    The list stops at the first rule without a status condition: nothing after it
+    can be reached. The first of them whose status matches decides the response.
+    """
+    found: list[Rule] = []
+    for rule in rules:
+        if rule.matches_request(method, path):
+            found.append(rule)
+            if rule.status is None:
+                break
+    return tuple(found)
+
+
+def _plain_status(value: Any, option: str) -> Any:
+    """Statuses from plain data: a string list/range or a ``{from, to}`` table."""
+    if isinstance(value, str):
+        return _parse_status_text(value, option)
+    if isinstance(value, Mapping):
+        if set(value) != {"from", "to"}:
+            raise ValueError(f"{option} as a table must have exactly 'from' and 'to', got {dict(value)!r}")
+        lo, hi = value["from"], value["to"]
+        for bound in (lo, hi):
+            if isinstance(bound, bool) or not isinstance(bound, int):
+                raise TypeError(f"{option} 'from' and 'to' must be ints, got {dict(value)!r}")
+        if lo > hi:
+            raise ValueError(f"{option} 'from' must not exceed 'to', got {dict(value)!r}")
+        return range(lo, hi + 1)
+    return value
+
+
+_OFF_WORDS = frozenset(("", "none", "off", "false"))
 
 
 def _parse_bool(text: str, option: str) -> bool:
@@ -203,8 +246,10 @@ def _parse_bool(text: str, option: str) -> bool:
 
 
 def _parse_status_text(text: str, option: str) -> frozenset[int]:
-    """``"500,503"`` or ``"500-599"`` or ``"400, 500-504"``; empty means none."""
+    """``"500,503"`` or ``"500-599"`` or ``"400, 500-504"``; empty or ``none`` means none."""
     out: set[int] = set()
+    if text.strip().lower() in _OFF_WORDS:
+        return frozenset()
     for part in text.split(","):
         part = part.strip()
         if not part:
@@ -212,6 +257,8 @@ def _parse_status_text(text: str, option: str) -> frozenset[int]:
         try:
             if "-" in part:
                 lo, hi = part.split("-", 1)
+                if int(lo) > int(hi):
+                    raise ValueError
                 out.update(range(int(lo), int(hi) + 1))
             else:
                 out.add(int(part))
@@ -319,8 +366,8 @@ class Options:
             else:
                 raise TypeError(f"rules must contain Rule objects, got {_type_name(item)} {item!r}")
         object.__setattr__(self, "rules", tuple(built))
-        cos = self.close_on_status
-        if cos is None:
+        cos: object = self.close_on_status
+        if cos is None or cos is False:
             cos = frozenset()
         object.__setattr__(self, "close_on_status", _status_set(cos, "close_on_status"))
         _check_number(
@@ -404,13 +451,17 @@ class Options:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any], *, owner: str = "Options") -> Options:
-        """Build from a mapping of plain values, e.g. a TOML table, YAML or environment.
+        """Build from a mapping of plain values, e.g. a TOML table, YAML, Django
+        settings or environment variables.
 
-        Strings are accepted where a number, a boolean, a status set (``"500,503"``,
-        ``"500-599"``) or a set of names (``"x-a,x-b"``) is expected; ``rules`` is a
-        list of mappings with ``path``, ``methods``, ``status`` and ``close`` keys.
-        Callables (``clock``, ``pressure``...) are passed as they are. The same
-        validation and messages as keyword construction apply.
+        Option names are case-insensitive and may use ``-`` for ``_``. Strings are
+        accepted where a number, a boolean, a status set (``"500,503"``,
+        ``"500-599"``, ``"none"``) or a set of names (``"x-a,x-b"``) is expected;
+        ``rules`` is a list of mappings with ``path``, ``methods``, ``status`` and
+        ``close`` keys (or that list as a JSON string); a callable option (``on_decision``,
+        ``pressure``, ``clock``, ``random``) may be an import path
+        ``"package.module:name"``. The same validation and messages as keyword
+        construction apply.
         """
         if not isinstance(mapping, Mapping):
             raise TypeError(f"{owner} settings must be a mapping, not {_type_name(mapping)} {mapping!r}")
@@ -427,6 +478,26 @@ class Options:
             kwargs[name] = _coerce(name, value)
         return cls(**kwargs)
 
+    @classmethod
+    def from_env(cls, prefix: str = "CONNMW_", environ: Mapping[str, str] | None = None) -> Options:
+        """Build from environment variables named ``prefix`` + the option name in
+        capitals: ``CONNMW_MAX_REQUESTS_PER_CONNECTION=1000``,
+        ``CONNMW_CLOSE_ON_STATUS=none``, ``CONNMW_RULES='[{"path": "/export/*"}]'``.
+        Variables with the prefix that name no option raise :class:`TypeError`.
+        """
+        env = os.environ if environ is None else environ
+        found = {k[len(prefix) :]: v for k, v in env.items() if k.startswith(prefix)}
+        return cls.from_mapping(found, owner=f"environment ({prefix}*)")
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The options that differ from the defaults, as keyword arguments."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value != f.default:
+                out[f.name] = value
+        return out
+
 
 _INT_OPTIONS = frozenset(
     (
@@ -441,14 +512,41 @@ _INT_OPTIONS = frozenset(
 _FLOAT_OPTIONS = frozenset(
     ("max_connection_age", "max_connection_age_jitter", "keep_alive_timeout", "connection_idle_timeout")
 )
+_CALLABLE_OPTIONS = frozenset(("pressure", "on_decision", "clock", "random"))
+
+
+def _import_path(name: str, text: str) -> Any:
+    module, sep, attr = text.partition(":")
+    if not sep:
+        module, _, attr = text.rpartition(".")
+    if not module or not attr:
+        raise ValueError(f"{name} must be a callable or an import path 'package.module:name', got {text!r}")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{name}: cannot import {text!r} ({exc})") from None
+    return obj
 
 
 def _coerce(name: str, value: Any) -> Any:
-    if not isinstance(value, str):
-        if name == "rules" and isinstance(value, (list, tuple)):
+    if name == "rules":
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError(
+                    f"rules as a string must be a JSON list of rule tables, got {value!r}"
+                ) from None
+        if isinstance(value, (list, tuple)):
             return tuple(Rule.from_mapping(v) if isinstance(v, Mapping) else v for v in value)
-        if name == "close_on_status" and isinstance(value, (list, tuple)):
-            return frozenset(value)
+        return value
+    if name == "close_on_status":
+        if value is False:
+            return frozenset()
+        return _plain_status(value, name)
+    if not isinstance(value, str):
         return value
     text = value.strip()
     if name in _INT_OPTIONS:
@@ -467,10 +565,10 @@ def _coerce(name: str, value: Any) -> Any:
             raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
     if name == "strip_nominated_request_headers":
         return _parse_bool(text, name)
-    if name == "close_on_status":
-        return _parse_status_text(text, name)
     if name == "protected_request_headers":
         return frozenset(p.strip() for p in text.split(",") if p.strip())
     if name == "decision_header":
-        return text or None
+        return None if text.lower() in _OFF_WORDS else text
+    if name in _CALLABLE_OPTIONS:
+        return _import_path(name, text)
     raise TypeError(f"{name} cannot be given as a string, got {value!r}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ._api import join_outer
 from ._engine import Engine, RequestFacts
 from ._headers import H2_FORBIDDEN, connection_tokens
 from ._policy import Options
@@ -92,7 +93,12 @@ class ConnectionMiddleware:
         return self._engine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or "connmw" in scope:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        outer = scope.get("connmw")
+        if outer is not None:
+            join_outer(self._engine, outer)
             await self.app(scope, receive, send)
             return
         engine = self._engine
@@ -113,13 +119,11 @@ class ConnectionMiddleware:
             client = scope.get("client")
             if client is not None:
                 key = (client, scope.get("server"))
-        facts = engine.begin(
-            version,
-            scope.get("method", "GET"),
-            scope.get("root_path", "") + scope.get("path", "/"),
-            values,
-            key,
-        )
+        path = scope.get("path", "/")
+        root = scope.get("root_path")
+        if root and path != root and not path.startswith(root + "/"):
+            path = root + path  # an older server: "path" without the mount prefix
+        facts = engine.begin(version, scope.get("method", "GET"), path, values, key)
         scope["connmw"] = facts
         if engine.options.strip_nominated_request_headers and values is not None:
             _strip_nominated(scope, values, engine.options)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._api import join_outer
 from ._decide import version_code
 from ._engine import Engine, RequestFacts
 from ._headers import WSGI_HOP_BY_HOP, connection_tokens
@@ -84,7 +85,9 @@ class WSGIConnectionMiddleware:
         return self._engine
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if "connmw" in environ:
+        outer = environ.get("connmw")
+        if outer is not None:
+            join_outer(self._engine, outer)
             return self.app(environ, start_response)
         engine = self._engine
         version = version_code(environ.get("SERVER_PROTOCOL"))
