@@ -23,7 +23,7 @@ from typing import Any
 
 from ._api import join_outer
 from ._engine import Engine, RequestFacts
-from ._headers import H2_FORBIDDEN, connection_tokens
+from ._headers import H2_FORBIDDEN, connection_tokens, has_forbidden_chars, is_token
 from ._policy import Options
 from ._servers import asgi_server_profile
 
@@ -65,7 +65,7 @@ class ConnectionMiddleware:
     rewrites them.
     """
 
-    def __init__(self, app: ASGIApp, **options: Any) -> None:
+    def __init__(self, app: ASGIApp, /, **options: Any) -> None:
         self.app = app
         self.options = Options.from_kwargs("ConnectionMiddleware", options)
         self._engine = Engine(self.options)
@@ -135,13 +135,16 @@ class ConnectionMiddleware:
                 facts.body_hook(message)
             await send(message)
 
-        if engine.track_in_flight:
-            try:
-                await self.app(scope, receive, send_wrapper)
-            finally:
-                engine.end(facts)
-        else:
+        try:
             await self.app(scope, receive, send_wrapper)
+        except BaseException:
+            # The server closes a connection whose application failed: its state goes.
+            if key is not None and engine.table is not None:
+                engine.table.forget(key)
+            raise
+        finally:
+            if engine.track_in_flight:
+                engine.end(facts)
 
 
 def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send) -> Message:
@@ -149,6 +152,10 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
     if not isinstance(status, int):
         return message
     headers = message.get("headers") or ()
+    if type(headers) is not list and type(headers) is not tuple:
+        # Any iterable is allowed: read it once, hand the same list on.
+        headers = list(headers)
+        message = {**message, "headers": headers}
     version = facts.version
     if version >= 20:
         decision = engine.respond(facts, status)
@@ -205,7 +212,10 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
             ):
                 continue
         out.append(item)
-    tokens = [t for t in app_tokens if t != b"close" and t != b"keep-alive"] if app_tokens else []
+    # Only well-formed tokens from the application are copied into the line connmw writes.
+    tokens = (
+        [t for t in app_tokens if t != b"close" and t != b"keep-alive" and is_token(t)] if app_tokens else []
+    )
     if close:
         tokens.append(b"close")
     elif version == 10:
@@ -215,7 +225,7 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
     if not close:
         if keep_alive is not None:
             out.append((b"keep-alive", keep_alive))
-        elif app_keep_alive is not None:
+        elif app_keep_alive is not None and not has_forbidden_chars(app_keep_alive):
             out.append((b"keep-alive", app_keep_alive))
     if dh is not None:
         out.append(
@@ -233,7 +243,7 @@ def _clean_h2(engine: Engine, message: Message, headers: Any, reason: str | None
     dirty = False
     for name, value in headers:
         lname = name.lower()
-        if lname in H2_FORBIDDEN or (lname == b"te" and value.strip().lower() != b"trailers"):
+        if lname in H2_FORBIDDEN or (lname == b"te" and value.lower() != b"trailers"):
             dirty = True
             if lname == b"connection":
                 if nominated is None:
@@ -248,7 +258,7 @@ def _clean_h2(engine: Engine, message: Message, headers: Any, reason: str | None
         lname = name.lower()
         if lname in H2_FORBIDDEN:
             continue
-        if lname == b"te" and value.strip().lower() != b"trailers":
+        if lname == b"te" and value.lower() != b"trailers":
             continue
         if nominated is not None and lname in nominated:
             continue
@@ -269,7 +279,7 @@ def _strip_nominated(scope: Scope, values: list[bytes], options: Options) -> Non
     nominated = set(connection_tokens(values, options.max_connection_tokens))
     nominated.discard(b"close")
     nominated.discard(b"keep-alive")
-    protected = {p.encode("latin-1") for p in options.protected_request_headers}
+    protected = {p.encode("latin-1", "replace") for p in options.protected_request_headers}
     nominated = {
         n
         for n in nominated

@@ -60,7 +60,7 @@ class WSGIConnectionMiddleware:
     middleware.
     """
 
-    def __init__(self, app: WSGIApplication, **options: Any) -> None:
+    def __init__(self, app: WSGIApplication, /, **options: Any) -> None:
         self.app = app
         self.options = Options.from_kwargs("WSGIConnectionMiddleware", options)
         self._engine = Engine(self.options)
@@ -117,13 +117,17 @@ class WSGIConnectionMiddleware:
         def connmw_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             return _start(engine, facts, environ, start_response, status, headers, exc_info)
 
-        if not engine.track_in_flight:
-            return self.app(environ, connmw_start_response)
         try:
             result = self.app(environ, connmw_start_response)
         except BaseException:
-            engine.end(facts)
+            # The server closes a connection whose application failed: its state goes.
+            if key is not None and engine.table is not None:
+                engine.table.forget(key)
+            if engine.track_in_flight:
+                engine.end(facts)
             raise
+        if not engine.track_in_flight:
+            return result
         return _Closing(result, engine, facts)
 
 

@@ -88,7 +88,8 @@ def hypercorn_thread(
     sock = bound_socket()
     port = sock.getsockname()[1]
     config = Config()
-    config.bind = [f"fd://{sock.fileno()}"]
+    # hypercorn closes the descriptor it was given: hand it a duplicate.
+    config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.accesslog = None
     config.errorlog = None
     if certfile:
@@ -211,3 +212,138 @@ def gunicorn_argv(app: str, port: int, worker: str = "gthread", threads: int = 4
     if worker == "gthread":
         argv += ["--threads", str(threads)]
     return [*argv, app]
+
+
+@contextlib.contextmanager
+def werkzeug_thread(app: Any, threaded: bool = True) -> Iterator[int]:
+    """Werkzeug's development server (what ``run_simple`` and ``flask run`` start)."""
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log(self, type: str, message: str, *args: Any) -> None:
+            pass
+
+    server = make_server("127.0.0.1", 0, app, threaded=threaded, request_handler=Quiet)
+    port = server.port
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        wait_for_port(port, 10)
+        yield port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def cheroot_thread(app: Any, threads: int = 4) -> Iterator[int]:
+    from cheroot import wsgi
+
+    server = wsgi.Server(("127.0.0.1", 0), app, numthreads=threads)
+    server.prepare()
+    port: int = server.bind_addr[1]
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        wait_for_port(port, 10)
+        yield port
+    finally:
+        server.stop()
+        thread.join(10)
+
+
+def granian_argv(app: str, port: int, http: str = "1", interface: str = "asgi") -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        interface,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--http",
+        http,
+        "--workers",
+        "1",
+        "--no-ws",
+        "--log-level",
+        "warning",
+        app,
+    ]
+
+
+def daphne_argv(app: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", app]
+
+
+def django_runserver_argv(port: int) -> list[str]:
+    """Django's ``runserver`` (settings come from ``DJANGO_SETTINGS_MODULE``)."""
+    return [sys.executable, "-m", "django", "runserver", "--noreload", "--skip-checks", f"127.0.0.1:{port}"]
+
+
+APACHE_MODULES = Path("/usr/lib/apache2/modules")
+
+
+def apache_mod_wsgi_available() -> str | None:
+    """None when Apache and mod_wsgi can run here, else why not."""
+    import shutil
+
+    if shutil.which("apache2") is None and not Path("/usr/sbin/apache2").exists():
+        return "Apache is not installed (Debian: apt-get install apache2 libapache2-mod-wsgi-py3)"
+    if not (APACHE_MODULES / "mod_wsgi.so").exists():
+        return "mod_wsgi is not installed (Debian: apt-get install libapache2-mod-wsgi-py3)"
+    return None
+
+
+@contextlib.contextmanager
+def apache_mod_wsgi(app: str, port: int, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Apache (event MPM) with mod_wsgi in daemon mode serving ``module:attribute``.
+
+    ``workdir`` holds the configuration, the WSGI script, the logs and the pid file.
+    """
+    import shutil
+
+    module, _, attr = app.partition(":")
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o755)
+    script = workdir / "app.wsgi"
+    script.write_text(f"from {module} import {attr} as application\n")
+    user = ""
+    if os.getuid() == 0:
+        user = "User www-data\nGroup www-data\n"
+    mods = APACHE_MODULES
+    conf = workdir / "httpd.conf"
+    conf.write_text(
+        f"""ServerRoot "{workdir}"
+ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+PidFile "{workdir}/httpd.pid"
+ErrorLog "{workdir}/error.log"
+LogLevel warn
+DefaultRuntimeDir "{workdir}"
+Mutex file:{workdir}
+{user}LoadModule mpm_event_module {mods}/mod_mpm_event.so
+LoadModule authz_core_module {mods}/mod_authz_core.so
+LoadModule wsgi_module {mods}/mod_wsgi.so
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 8
+MaxRequestWorkers 8
+KeepAlive On
+KeepAliveTimeout 10
+WSGISocketPrefix "{workdir}/wsgi"
+WSGIDaemonProcess conformance processes=1 threads=4 python-path={ROOT}
+WSGIProcessGroup conformance
+WSGIApplicationGroup %{{GLOBAL}}
+WSGIScriptAlias / "{script}"
+<Directory "{workdir}">
+    Require all granted
+</Directory>
+"""
+    )
+    binary = shutil.which("apache2") or "/usr/sbin/apache2"
+    with subprocess_server([binary, "-f", str(conf), "-DFOREGROUND"], port) as proc:
+        yield proc
