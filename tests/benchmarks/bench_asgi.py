@@ -1,0 +1,213 @@
+"""In-process ASGI benchmark: connmw against the physical limits, side by side.
+
+Run: ``python -m tests.benchmarks.bench_asgi [--quick]``
+
+Every variant runs the same requests in the same process, best of several rounds;
+the table gives microseconds per request and the overhead each layer adds over the
+bare application, as a share of a minimal Starlette app's per-request time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import time
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from connmw import ConnectionMiddleware, Rule
+
+Scope = MutableMapping[str, Any]
+App = Callable[..., Any]
+
+BODY = b"hello, world"
+H2_JUNK = [
+    (b"connection", b"keep-alive"),
+    (b"keep-alive", b"timeout=5"),
+    (b"transfer-encoding", b"chunked"),
+    (b"te", b"gzip"),
+]
+
+
+def make_bare(extra_headers: list[tuple[bytes, bytes]]) -> App:
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(BODY)), *extra_headers]
+    start = {"type": "http.response.start", "status": 200, "headers": headers}
+    body = {"type": "http.response.body", "body": BODY}
+
+    async def bare(scope: Scope, receive: Any, send: Any) -> None:
+        await send(start)
+        await send(body)
+
+    return bare
+
+
+class Empty:
+    """An empty pass-through layer: the cost of being a middleware at all."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def wrapped(message: MutableMapping[str, Any]) -> None:
+            await send(message)
+
+        await self.app(scope, receive, wrapped)
+
+
+class HeaderLogicBase(BaseHTTPMiddleware):
+    """The same header work done the common way, as a BaseHTTPMiddleware."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        tokens = {t.strip().lower() for t in request.headers.get("connection", "").split(",")}
+        response = await call_next(request)
+        if "close" in tokens or response.status_code in (400, 500, 503):
+            response.headers["connection"] = "close"
+        return response
+
+
+def starlette_app() -> Starlette:
+    async def home(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hello, world")
+
+    return Starlette(routes=[Route("/", home)])
+
+
+def full_options() -> dict[str, Any]:
+    return {
+        "rules": [
+            Rule("/downloads/*"),
+            Rule("/health", close=False),
+            Rule("/api/**/export", methods={"GET"}),
+        ],
+        "max_requests_per_connection": 1_000_000,
+        "max_requests_jitter": 10,
+        "max_connection_age": 3600.0,
+        "max_connection_age_jitter": 60.0,
+        "overload_soft_limit": 1000,
+        "overload_hard_limit": 2000,
+        "keep_alive_timeout": 5,
+    }
+
+
+def scope_for(mix: str) -> Scope:
+    headers = [(b"host", b"example.com"), (b"user-agent", b"bench"), (b"accept", b"*/*")]
+    version = "1.1"
+    if mix == "close":
+        headers.append((b"connection", b"close"))
+    elif mix == "h2":
+        version = "2"
+    elif mix == "20-headers":
+        headers += [(b"x-header-%d" % i, b"value-%d" % i) for i in range(17)]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": version,
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _send(message: MutableMapping[str, Any]) -> None:
+    return None
+
+
+async def measure(app: App, scope: Scope, n: int) -> float:
+    """Seconds per request over ``n`` requests (a fresh scope copy each, as a server makes)."""
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await app(dict(scope), _receive, _send)
+        return (time.perf_counter() - t0) / n
+    finally:
+        gc.enable()
+
+
+def variants(mix: str) -> dict[str, App]:
+    extra = H2_JUNK if mix == "h2" else []
+    bare = make_bare(extra)
+    star = starlette_app()
+    return {
+        "bare app": bare,
+        "empty layer": Empty(bare),
+        "connmw defaults": ConnectionMiddleware(bare),
+        "connmw all policies": ConnectionMiddleware(bare, **full_options()),
+        "minimal Starlette": star,
+        "Starlette + connmw": ConnectionMiddleware(star),
+        "BaseHTTPMiddleware": HeaderLogicBase(bare),
+    }
+
+
+def run(mix: str, n: int, rounds: int) -> dict[str, float]:
+    apps = variants(mix)
+    scope = scope_for(mix)
+    best = {name: float("inf") for name in apps}
+
+    async def go() -> None:
+        for app in apps.values():  # warm up
+            await measure(app, scope, max(n // 10, 10))
+        for _ in range(rounds):
+            for name, app in apps.items():  # interleaved, so drift hits all alike
+                count = n // 20 if name == "BaseHTTPMiddleware" else n
+                best[name] = min(best[name], await measure(app, scope, count))
+
+    asyncio.run(go())
+    return best
+
+
+def report(mix: str, best: dict[str, float]) -> list[str]:
+    bare = best["bare app"]
+    star = best["minimal Starlette"]
+    lines = [
+        f"### mix: {mix}",
+        "",
+        "| variant | µs/request | overhead over bare (µs) | overhead / Starlette request |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, t in best.items():
+        over = t - bare
+        lines.append(f"| {name} | {t * 1e6:.2f} | {over * 1e6:+.2f} | {over / star * 100:+.1f}% |")
+    connmw = best["connmw defaults"] - bare
+    base = best["BaseHTTPMiddleware"] - bare
+    lines.append("")
+    lines.append(f"BaseHTTPMiddleware overhead / connmw overhead: {base / max(connmw, 1e-9):.0f}x")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    parser.add_argument("--mix", action="append", choices=["keep-alive", "close", "h2", "20-headers"])
+    args = parser.parse_args(argv)
+    n, rounds = (2000, 2) if args.quick else (20000, 7)
+    for mix in args.mix or ["keep-alive", "close", "h2", "20-headers"]:
+        print("\n".join(report(mix, run(mix, n, rounds))))
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

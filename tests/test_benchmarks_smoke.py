@@ -1,0 +1,69 @@
+"""The benchmarks run on demand; this only checks that they still run (no timing asserted)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+
+from tests.benchmarks import bench_asgi, bench_memory, bench_server, bench_wsgi
+
+
+@pytest.mark.parametrize("mix", ["keep-alive", "close", "h2", "20-headers"])
+def test_asgi_benchmark_runs(mix: str) -> None:
+    best = bench_asgi.run(mix, n=40, rounds=1)
+    assert set(best) == set(bench_asgi.variants(mix))
+    assert all(t > 0 for t in best.values())
+    lines = bench_asgi.report(mix, best)
+    assert lines[0] == f"### mix: {mix}"
+
+
+def test_asgi_benchmark_variants_answer_alike() -> None:
+    """Every variant sends the same body, so the comparison is fair."""
+    scope = bench_asgi.scope_for("keep-alive")
+    for name, app in bench_asgi.variants("keep-alive").items():
+        sent: list[dict[str, object]] = []
+
+        async def send(message: dict[str, object], sent: list[dict[str, object]] = sent) -> None:
+            sent.append(message)
+
+        asyncio.run(app(dict(scope), bench_asgi._receive, send))
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")  # type: ignore[misc]
+        assert body == bench_asgi.BODY, name
+
+
+def test_wsgi_benchmark_runs() -> None:
+    best = bench_wsgi.run("keep-alive", n=40, rounds=1)
+    assert best["connmw defaults"] > 0
+    assert bench_wsgi.report("keep-alive", best)[0] == "### mix: keep-alive"
+
+
+def test_memory_benchmark_runs() -> None:
+    per, held = asyncio.run(bench_memory.per_entry(500))
+    assert held == 500
+    assert 0 < per < 10_000
+    samples = asyncio.run(bench_memory.churn(rounds=2, per_round=300, cap=200))
+    assert all(size <= 200 for _, size, _ in samples)
+
+
+def test_wrk_output_parsing() -> None:
+    out = """Running 2s test @ http://127.0.0.1:1/
+  Latency Distribution
+     50%  410.00us
+     99%    1.25ms
+  1000 requests in 2.00s, 100.00KB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  50123.45
+"""
+    rps, p99, errors = bench_server.parse_wrk(out)
+    assert rps == 50123.45
+    assert p99 == 1.25
+    assert errors == 7
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+def test_server_benchmark_argv() -> None:
+    argv = bench_server.SERVERS["uvicorn-httptools"]("connmw", 1234)
+    assert argv[-1] == "tests.benchmarks.server_apps:asgi_connmw"
