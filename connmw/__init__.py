@@ -12,6 +12,7 @@ from ._api import request_close
 from ._decide import Decision, decide
 from ._engine import RequestFacts
 from ._policy import DEFAULT_CLOSE_ON_STATUS, Options, Reason, Rule
+from ._signals import SignalDrain, drain_on_signal
 from .asgi import ConnectionMiddleware
 from .wsgi import WSGIConnectionMiddleware
 
@@ -25,8 +26,10 @@ __all__ = [
     "Reason",
     "RequestFacts",
     "Rule",
+    "SignalDrain",
     "WSGIConnectionMiddleware",
     "__version__",
     "decide",
+    "drain_on_signal",
     "request_close",
 ]
