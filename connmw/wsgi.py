@@ -173,11 +173,12 @@ def _start(
     )
     if decision.close:
         if handle is None or not server.close(handle, environ):
+            where = _describe(start_response, write)
             engine.warn_once(
-                "wsgi-close:" + type(getattr(start_response, "__self__", start_response)).__name__,
+                "wsgi-close:" + where,
                 "connmw: cannot make the close real on this WSGI server (%s); the connection "
                 "may stay open. No Connection header was sent.",
-                _describe(start_response, write),
+                where,
             )
     elif handle is not None and facts.version == 11:
         ka = engine.keep_alive_value(facts)
@@ -201,7 +202,8 @@ def _describe(start_response: Any, write: Any) -> str:
         owner = getattr(fn, "__self__", None)
         if owner is not None:
             return f"{type(owner).__module__}.{type(owner).__qualname__}"
-    return f"{type(start_response).__module__}.{getattr(start_response, '__qualname__', '?')}"
+    module = getattr(start_response, "__module__", None) or type(start_response).__module__
+    return f"{module}.{getattr(start_response, '__qualname__', type(start_response).__qualname__)}"
 
 
 class _Closing:

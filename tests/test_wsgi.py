@@ -77,6 +77,7 @@ def test_hop_by_hop_headers_never_reach_start_response(caplog: pytest.LogCapture
     # The capturing start_response is no known server: one warning, naming it.
     warnings = [r for r in caplog.records if "cannot make the close real" in r.getMessage()]
     assert len(warnings) == 1
+    assert "tests.test_wsgi.Capture" in warnings[0].getMessage()
 
 
 def test_clean_headers_are_passed_as_the_same_list() -> None:
