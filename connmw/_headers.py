@@ -11,6 +11,10 @@ Facts
   ``upgrade``, or ``te`` with any value other than ``trailers``, is malformed.
 - PEP 3333: a WSGI application must not send hop-by-hop headers through
   ``start_response``.
+- RFC 9110 §5.6.2: a token is one or more ``tchar``
+  (``!#$%&'*+-.^_`|~``, digits, letters); RFC 9110 §5.5: CR, LF and NUL are
+  never valid in a field value. connmw only writes a value it built from tokens it
+  checked, so no byte from a request or an application can split a header block.
 
 Malformed input never raises here: bytes that are not ASCII, empty tokens and
 absurdly long lists are handled conservatively (a token is compared as bytes; the
@@ -20,6 +24,7 @@ that was looked at still counts).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 __all__ = [
@@ -28,6 +33,7 @@ __all__ = [
     "WSGI_HOP_BY_HOP",
     "connection_tokens",
     "has_forbidden_chars",
+    "is_token",
 ]
 
 #: Headers an HTTP/2 or HTTP/3 message must not carry (``te`` is handled apart:
@@ -65,6 +71,7 @@ WSGI_HOP_BY_HOP: frozenset[str] = frozenset(
 MAX_TOKENS = 32
 
 _WS = b" \t"
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 
 
 def connection_tokens(values: Iterable[bytes], limit: int = MAX_TOKENS) -> list[bytes]:
@@ -107,3 +114,8 @@ def _add_close_if_token(tokens: list[bytes], value: bytes) -> None:
 def has_forbidden_chars(value: bytes) -> bool:
     """True when a header value would split or corrupt a header block."""
     return b"\r" in value or b"\n" in value or b"\x00" in value
+
+
+def is_token(value: bytes) -> bool:
+    """True when ``value`` is an RFC 9110 token (safe to write into a header)."""
+    return _TOKEN.match(value) is not None
