@@ -15,14 +15,35 @@ source of truth)
 - uvicorn's httptools protocol sends chunked framing even to HTTP/1.0 clients
   when the application gives no length; its cycle (``send.__self__``) decides
   the framing from ``chunked_encoding`` and ``expected_content_length``.
+- daphne hands ``send`` over as ``functools.partial(server.handle_reply, request)``;
+  Twisted decides persistence from the request alone (``channel.persistent``),
+  so an application's ``Connection: close`` goes out but the connection stays
+  open, and when the client sent ``close`` Twisted has already put its own
+  ``Connection: close`` in ``request.responseHeaders`` (a second line follows).
+  Clearing ``channel.persistent`` before the response ends makes Twisted close.
+- werkzeug's development server (``run_simple``) closes every connection and
+  says so; its ``start_response`` is a closure of ``WSGIRequestHandler.run_wsgi``
+  and it sends chunked framing whenever the *server* speaks HTTP/1.1, even to an
+  HTTP/1.0 client: the handler's ``protocol_version`` decides.
+- Django's ``runserver`` handler (a wsgiref ``ServerHandler`` subclass) closes
+  when its outgoing headers say ``Connection: close``; it keeps the connection
+  otherwise, and ignores a client's ``Connection: TE, close``.
+- cheroot keeps the connection unless ``request.close_connection`` is set (it
+  then writes ``Connection: close`` itself); it compares the client's
+  ``Connection`` value to ``close`` byte for byte (``Close`` keeps it open).
+- mod_wsgi (Apache) honours a ``Connection: close`` passed to ``start_response``;
+  there is no other handle. Its ``start_response`` belongs to a type of module
+  ``mod_wsgi``.
 - No server reads an environ key to decide persistence; the server is told apart
   by the type of the objects it hands over, never by ``SERVER_SOFTWARE``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from types import ModuleType
 from typing import Any
 
 __all__ = ["AsgiProfile", "WsgiServer", "asgi_server_profile", "wsgi_server"]
@@ -47,6 +68,27 @@ class AsgiProfile:
     def close_delimit(self, send: Any) -> BodyHook | None:
         """Make an HTTP/1.0 response without length go out close-delimited."""
         return None
+
+    def close(self, send: Any) -> bool:
+        """Make the connection close after this response, beyond the ``connection:
+        close`` line connmw writes; False when that cannot be done. Servers that
+        honour the line need nothing more."""
+        return True
+
+
+class _DaphneProfile(AsgiProfile):
+    __slots__ = ()
+
+    def close(self, send: Any) -> bool:
+        for request in _reachable(send):
+            channel = getattr(request, "channel", None)
+            headers = getattr(request, "responseHeaders", None)
+            if channel is not None and hasattr(channel, "persistent") and headers is not None:
+                # Twisted's own line would duplicate connmw's.
+                headers.removeHeader(b"connection")
+                channel.persistent = False
+                return True
+        return False
 
 
 class _HttptoolsProfile(AsgiProfile):
@@ -90,20 +132,65 @@ def _asgi_profile_for(module: str) -> AsgiProfile:
     if module.startswith("granian"):
         return AsgiProfile("granian", http10_keep_alive=True)
     if module.startswith("daphne."):
-        return AsgiProfile("daphne")
+        return _DaphneProfile("daphne")
     return _UNKNOWN_ASGI
 
 
-def asgi_server_profile(send: Any) -> AsgiProfile:
-    """The profile of the server behind ``send`` (cached per type)."""
-    owner = getattr(send, "__self__", send)
-    kind = type(owner)
+def _profile_of_type(kind: type) -> AsgiProfile:
     profile = _ASGI_PROFILES.get(kind)
     if profile is None:
         profile = _asgi_profile_for(kind.__module__ or "")
         if len(_ASGI_PROFILES) < 256:
             _ASGI_PROFILES[kind] = profile
     return profile
+
+
+def _reachable(fn: Any, depth: int = 4, budget: int = 32) -> Iterator[Any]:
+    """The objects behind a server callable, nearest first: its ``__self__``, a
+    ``functools.partial``'s arguments and function, ``__wrapped__``, and the
+    callables captured by closures (another middleware's ``send`` wrapper).
+    Bounded in depth and in the number of objects looked at."""
+    queue = [(fn, 0)]
+    while queue and budget > 0:
+        obj, level = queue.pop(0)
+        budget -= 1
+        owner = getattr(obj, "__self__", None)
+        if owner is not None and not isinstance(owner, ModuleType):
+            yield owner
+        if isinstance(obj, functools.partial):
+            yield from obj.args
+            queue.append((obj.func, level))
+        if level >= depth:
+            continue
+        wrapped = getattr(obj, "__wrapped__", None)
+        if wrapped is not None:
+            queue.append((wrapped, level + 1))
+        for cell in getattr(obj, "__closure__", None) or ():
+            try:
+                inner = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if callable(inner) and not isinstance(inner, type):
+                queue.append((inner, level + 1))
+
+
+def asgi_server_profile(send: Any) -> AsgiProfile:
+    """The profile of the server behind ``send``.
+
+    A bound method is looked up by its owner's type (cached); a partial or a
+    closure (``send`` wrapped by a middleware outside connmw) is searched with
+    bounded effort, the first known server wins.
+    """
+    owner = getattr(send, "__self__", None)
+    if owner is not None:
+        profile = _profile_of_type(type(owner))
+        if profile is not _UNKNOWN_ASGI:
+            return profile
+    for candidate in _reachable(send):
+        profile = _profile_of_type(type(candidate))
+        if profile is not _UNKNOWN_ASGI:
+            return profile
+    return _UNKNOWN_ASGI
 
 
 # --------------------------------------------------------------------------- WSGI
@@ -120,6 +207,9 @@ class WsgiServer:
     http10_keep_alive = False
     #: The server closes after every response anyway.
     always_closes = False
+    #: The close is made by passing ``Connection: close`` to ``start_response``
+    #: (found from ``start_response`` alone, before it is called).
+    via_header = False
 
     def close(self, handle: Any, environ: MutableMapping[str, Any]) -> bool:
         """Make this response the last on its connection; True when it will be."""
@@ -174,10 +264,67 @@ class _Wsgiref(WsgiServer):
         return True
 
 
+class _Django(_Wsgiref):
+    __slots__ = ()
+    name = "django-runserver"
+    always_closes = False
+
+    def close(self, handle: Any, environ: MutableMapping[str, Any]) -> bool:
+        if getattr(handle, "headers_sent", True):
+            return False
+        handle.headers["Connection"] = "close"
+        request_handler = getattr(handle, "request_handler", None)
+        if request_handler is not None:
+            request_handler.close_connection = True
+        return True
+
+
+class _Werkzeug(WsgiServer):
+    __slots__ = ()
+    name = "werkzeug"
+    always_closes = True
+
+    def close(self, handle: Any, environ: MutableMapping[str, Any]) -> bool:
+        # werkzeug writes ``Connection: close`` itself. It chunks whenever the
+        # handler speaks HTTP/1.1: answer an HTTP/1.0 client in HTTP/1.0, so a
+        # body without length is delimited by the close.
+        if environ.get("SERVER_PROTOCOL") == "HTTP/1.0":
+            handle.protocol_version = "HTTP/1.0"
+        return True
+
+
+class _Cheroot(WsgiServer):
+    __slots__ = ()
+    name = "cheroot"
+    http10_keep_alive = True
+
+    def close(self, handle: Any, environ: MutableMapping[str, Any]) -> bool:
+        request = handle.req
+        if request.sent_headers:
+            return False
+        # cheroot writes ``Connection: close`` itself on HTTP/1.1.
+        request.close_connection = True
+        return True
+
+
+class _ModWsgi(WsgiServer):
+    __slots__ = ()
+    name = "mod_wsgi"
+    http10_keep_alive = True
+    via_header = True
+
+    def close(self, handle: Any, environ: MutableMapping[str, Any]) -> bool:
+        return True  # connmw passed ``Connection: close`` to start_response
+
+
 _UNKNOWN_WSGI = WsgiServer()
 _GUNICORN = _Gunicorn()
 _WAITRESS = _Waitress()
 _WSGIREF = _Wsgiref()
+_DJANGO = _Django()
+_WERKZEUG = _Werkzeug()
+_CHEROOT = _Cheroot()
+_MOD_WSGI = _ModWsgi()
 
 
 def _wsgi_server_for(obj: Any) -> WsgiServer | None:
@@ -188,6 +335,30 @@ def _wsgi_server_for(obj: Any) -> WsgiServer | None:
         return _WAITRESS
     if module.startswith("wsgiref."):
         return _WSGIREF
+    if module.startswith("django.core.servers.") and hasattr(obj, "request_handler"):
+        return _DJANGO
+    if module.startswith("cheroot.") and hasattr(obj, "req"):
+        return _CHEROOT
+    if module == "mod_wsgi":
+        return _MOD_WSGI
+    return None
+
+
+def _werkzeug_handler(fn: Any) -> Any:
+    """The ``WSGIRequestHandler`` behind werkzeug's ``start_response``/``write``
+    closures (``self`` in ``run_wsgi``), or None."""
+    if getattr(fn, "__module__", None) != "werkzeug.serving":
+        return None
+    code = getattr(fn, "__code__", None)
+    closure = getattr(fn, "__closure__", None)
+    if code is None or closure is None:
+        return None
+    for name, cell in zip(code.co_freevars, closure, strict=False):
+        if name == "self":
+            try:
+                return cell.cell_contents
+            except ValueError:  # pragma: no cover - the cell is set before the app runs
+                return None
     return None
 
 
@@ -207,6 +378,10 @@ def wsgi_server(start_response: Any, write: Any) -> tuple[WsgiServer, Any]:
                 server = _wsgi_server_for(owner)
                 if server is not None:
                     return server, owner
+            else:
+                handler = _werkzeug_handler(fn)
+                if handler is not None:
+                    return _WERKZEUG, handler
             fn = getattr(fn, "__wrapped__", None)
             seen += 1
     return _UNKNOWN_WSGI, None

@@ -185,13 +185,14 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
                 app_keep_alive = value
             elif lname == b"transfer-encoding" or lname == b"proxy-connection":
                 touched = True
-    profile = asgi_server_profile(send)
+    # The server's profile matters only for HTTP/1.0 and for a close: the fast path skips it.
+    profile = asgi_server_profile(send) if version == 10 else None
     decision = engine.respond(
         facts,
         status,
         app_close=app_close,
         known_length=known_length,
-        http10_keep_alive=profile.http10_keep_alive,
+        http10_keep_alive=profile is not None and profile.http10_keep_alive,
     )
     close = decision.close
     keep_alive = None if close else engine.keep_alive_value(facts)
@@ -231,8 +232,18 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
         out.append(
             (dh.encode("ascii"), b"close; reason=" + decision.reason.encode() if decision.reason else b"keep")
         )
-    if close and version == 10 and not known_length:
-        facts.body_hook = profile.close_delimit(send)
+    if close:
+        if profile is None:
+            profile = asgi_server_profile(send)
+        if not profile.close(send):
+            engine.warn_once(
+                "asgi-close:" + profile.name,
+                "connmw: cannot make the close real on this ASGI server (%s); "
+                "the client is told to close, the server may keep the connection open",
+                profile.name,
+            )
+        if version == 10 and not known_length:
+            facts.body_hook = profile.close_delimit(send)
     new = dict(message)
     new["headers"] = out
     return new

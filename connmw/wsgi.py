@@ -162,15 +162,30 @@ def _start(
     if clean is not headers:
         clean = [h for h in headers if h[0].lower() not in WSGI_HOP_BY_HOP]
     dh = engine.options.decision_header
-    write = start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
-    server, handle = wsgi_server(start_response, write)
-    decision = engine.respond(
-        facts,
-        code,
-        app_close=app_close,
-        known_length=known_length,
-        http10_keep_alive=server.http10_keep_alive,
-    )
+    server, handle = wsgi_server(start_response, None)
+    if server.via_header:
+        # The header is the server's only handle (mod_wsgi): decide first.
+        decision = engine.respond(
+            facts,
+            code,
+            app_close=app_close,
+            known_length=known_length,
+            http10_keep_alive=server.http10_keep_alive,
+        )
+        if decision.close:
+            clean = [*clean, ("Connection", "close")]
+        write = start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
+    else:
+        write = start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
+        if handle is None:
+            server, handle = wsgi_server(start_response, write)
+        decision = engine.respond(
+            facts,
+            code,
+            app_close=app_close,
+            known_length=known_length,
+            http10_keep_alive=server.http10_keep_alive,
+        )
     if decision.close:
         if handle is None or not server.close(handle, environ):
             where = _describe(start_response, write)

@@ -299,16 +299,26 @@ def apache_mod_wsgi_available() -> str | None:
 
 
 @contextlib.contextmanager
-def apache_mod_wsgi(app: str, port: int, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def apache_mod_wsgi(app: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """Apache (event MPM) with mod_wsgi in daemon mode serving ``module:attribute``.
 
-    ``workdir`` holds the configuration, the WSGI script, the logs and the pid file.
+    A scratch directory (readable by Apache's user when started as root) holds the
+    configuration, the WSGI script, the logs and the pid file; it is removed after.
     """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="connmw-apache-") as name:
+        workdir = Path(name)
+        workdir.chmod(0o755)
+        with _apache_in(app, port, workdir) as proc:
+            yield proc
+
+
+@contextlib.contextmanager
+def _apache_in(app: str, port: int, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
     import shutil
 
     module, _, attr = app.partition(":")
-    workdir.mkdir(parents=True, exist_ok=True)
-    workdir.chmod(0o755)
     script = workdir / "app.wsgi"
     script.write_text(f"from {module} import {attr} as application\n")
     user = ""
