@@ -29,9 +29,6 @@ from tests import wire
 from tests.fuzz import strategies as hs
 from tests.fuzz.harness import (
     OPTION_SETS,
-    asgi_responder,
-    asgi_run,
-    asgi_scope,
     check_asgi,
     check_asgi_request_side,
     check_wsgi,
@@ -113,7 +110,15 @@ def test_asgi_invariants(
     as_generator: bool,
 ) -> None:
     check_asgi(
-        request_headers, http_version, method, path, status, app_headers, body, options, as_generator=as_generator
+        request_headers,
+        http_version,
+        method,
+        path,
+        status,
+        app_headers,
+        body,
+        options,
+        as_generator=as_generator,
     )
 
 
@@ -246,7 +251,9 @@ def test_wsgi_invariants(
     check_wsgi(request_headers, protocol, method, status, app_headers, body, options)
 
 
-def _wsgi_seen(request_headers: list[tuple[str, str]], options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _wsgi_seen(
+    request_headers: list[tuple[str, str]], options: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     environ = wsgi_environ(request_headers)
     before = {k: v for k, v in environ.items() if k.startswith("HTTP_")}
     seen: list[dict[str, Any]] = []
@@ -260,12 +267,25 @@ def test_wsgi_never_strips_request_headers_by_default(request_headers: list[tupl
     assert seen == before
 
 
-WSGI_PROTECTED = {"HTTP_HOST", "HTTP_AUTHORIZATION", "HTTP_COOKIE", "HTTP_FORWARDED", "HTTP_CONNECTION", "HTTP_X_KEEP"}
+WSGI_PROTECTED = {
+    "HTTP_HOST",
+    "HTTP_AUTHORIZATION",
+    "HTTP_COOKIE",
+    "HTTP_FORWARDED",
+    "HTTP_CONNECTION",
+    "HTTP_X_KEEP",
+}
 
 
 @given(request_headers=hs.wsgi_request_headers, cap=st.integers(1, 40))
-def test_wsgi_opt_in_strip_is_bounded_and_spares_protected(request_headers: list[tuple[str, str]], cap: int) -> None:
-    options = {"strip_nominated_request_headers": True, "protected_request_headers": {"x-keep"}, "max_connection_tokens": cap}
+def test_wsgi_opt_in_strip_is_bounded_and_spares_protected(
+    request_headers: list[tuple[str, str]], cap: int
+) -> None:
+    options = {
+        "strip_nominated_request_headers": True,
+        "protected_request_headers": {"x-keep"},
+        "max_connection_tokens": cap,
+    }
     before, seen = _wsgi_seen(request_headers, options)
     raw = before.get("HTTP_CONNECTION")
     honoured = set()
@@ -361,7 +381,15 @@ def test_app_transfer_encoding_is_removed_in_process() -> None:
         assert list(out[0]["headers"]) == [(b"content-length", b"5")] + (
             [(b"connection", b"close")] if version == "1.0" else []
         )
-    headers = check_wsgi([], "HTTP/1.1", "GET", "200 OK", [("Content-Length", "5"), ("Transfer-Encoding", "chunked")], [b"hello"], {})
+    headers = check_wsgi(
+        [],
+        "HTTP/1.1",
+        "GET",
+        "200 OK",
+        [("Content-Length", "5"), ("Transfer-Encoding", "chunked")],
+        [b"hello"],
+        {},
+    )
     assert headers == [("Content-Length", "5")]
     assert b"transfer-encoding" in H1_APP_HOP_BY_HOP
 

@@ -81,7 +81,12 @@ def asgi_scope(headers: Headers, http_version: str = "1.1", method: str = "GET",
 
 
 def asgi_responder(
-    status: object, headers: Headers, body: list[bytes], *, as_generator: bool = False, seen: list[Any] | None = None
+    status: object,
+    headers: Headers,
+    body: list[bytes],
+    *,
+    as_generator: bool = False,
+    seen: list[Any] | None = None,
 ) -> Callable[..., Coroutine[Any, Any, None]]:
     async def app(scope: Message, receive: Any, send: Any) -> None:
         if seen is not None:
@@ -171,7 +176,9 @@ def check_asgi(
     assert list(again[0]["headers"]) == headers
     nested = asgi_run(
         ConnectionMiddleware(
-            ConnectionMiddleware(asgi_responder(status, app_headers, body, as_generator=as_generator), **options),
+            ConnectionMiddleware(
+                asgi_responder(status, app_headers, body, as_generator=as_generator), **options
+            ),
             **options,
         ),
         asgi_scope(request_headers, http_version, method, path),
@@ -201,7 +208,9 @@ class CaptureStartResponse:
         self.calls: list[tuple[str, list[tuple[str, str]], Any]] = []
         self.written: list[bytes] = []
 
-    def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
+    def __call__(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], Any]:
         self.calls.append((status, list(headers), exc_info))
         return self.written.append
 

@@ -82,7 +82,9 @@ def long_connection_value(draw: st.DrawFn) -> bytes:
 
 
 header_name = st.sampled_from(INTERESTING_NAMES) | st.binary(min_size=0, max_size=20)
-header_value = connection_value | st.binary(max_size=30) | st.sampled_from([b"", b"trailers", b" trailers", b"chunked"])
+header_value = (
+    connection_value | st.binary(max_size=30) | st.sampled_from([b"", b"trailers", b" trailers", b"chunked"])
+)
 
 request_headers = st.lists(
     st.tuples(st.sampled_from([b"connection"]), connection_value | long_connection_value())
@@ -112,6 +114,6 @@ wsgi_request_headers = st.lists(
 )
 wsgi_response_headers = st.lists(st.tuples(wsgi_header_name, wsgi_text | wsgi_connection_value), max_size=10)
 wsgi_protocol = st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", "HTTP/2.0", "HTTP/3", "bogus", ""])
-wsgi_status = st.sampled_from(["200 OK", "204 No Content", "304 Not Modified", "101 Switching", "500 Oops"]) | (
-    st.text(max_size=12)
-)
+wsgi_status = st.sampled_from(
+    ["200 OK", "204 No Content", "304 Not Modified", "101 Switching", "500 Oops"]
+) | (st.text(max_size=12))
