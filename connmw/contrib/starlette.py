@@ -76,10 +76,11 @@ class CloseConnection:
         return f"CloseConnection({self.reason!r})"
 
 
-def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    injected = kwargs.pop(_INJECTED, None)
-    if injected is not None:
-        return injected
+def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any], injected: bool) -> Any:
+    if injected:
+        request = kwargs.pop(_INJECTED, None)
+        if request is not None:
+            return request
     request_class = _request_class()
     for value in (*args, *kwargs.values()):
         if isinstance(value, request_class):
@@ -87,17 +88,23 @@ def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     raise TypeError("connmw close_connection: the decorated endpoint got no Request")
 
 
-def _with_request(func: Callable[..., Any], wrapper: Callable[..., Any]) -> None:
+def _with_request(func: Callable[..., Any], wrapper: Callable[..., Any]) -> bool:
     """Give ``wrapper`` the signature of ``func`` plus a keyword-only Request
-    parameter, so FastAPI passes the request along (Starlette ignores it)."""
+    parameter, so FastAPI passes the request along (Starlette ignores it).
+    False when the signature cannot be read or already takes the request."""
     try:
         sig = inspect.signature(func, eval_str=True)
     except (NameError, TypeError, ValueError):
-        return
+        return False
+    request_class = _request_class()
     if _INJECTED in sig.parameters:
-        return
+        return False
+    for p in sig.parameters.values():
+        # FastAPI hands the request to one parameter only: use the endpoint's own.
+        if isinstance(p.annotation, type) and issubclass(p.annotation, request_class):
+            return False
     params = list(sig.parameters.values())
-    extra = inspect.Parameter(_INJECTED, inspect.Parameter.KEYWORD_ONLY, annotation=_request_class())
+    extra = inspect.Parameter(_INJECTED, inspect.Parameter.KEYWORD_ONLY, annotation=request_class)
     at = len(params)
     for i, p in enumerate(params):
         if p.kind is inspect.Parameter.VAR_KEYWORD:
@@ -105,6 +112,7 @@ def _with_request(func: Callable[..., Any], wrapper: Callable[..., Any]) -> None
             break
     params.insert(at, extra)
     wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    return True
 
 
 @overload
@@ -128,18 +136,18 @@ def close_connection(endpoint: F | None = None, /, *, reason: str | None = None)
 
             @functools.wraps(func)
             async def async_endpoint(*args: Any, **kwargs: Any) -> Any:
-                request_close(_find_request(args, kwargs), why)
+                request_close(_find_request(args, kwargs, injected), why)
                 return await func(*args, **kwargs)
 
-            _with_request(func, async_endpoint)
+            injected = _with_request(func, async_endpoint)
             return async_endpoint  # type: ignore[return-value]
 
         @functools.wraps(func)
         def sync_endpoint(*args: Any, **kwargs: Any) -> Any:
-            request_close(_find_request(args, kwargs), why)
+            request_close(_find_request(args, kwargs, injected), why)
             return func(*args, **kwargs)
 
-        _with_request(func, sync_endpoint)
+        injected = _with_request(func, sync_endpoint)
         return sync_endpoint  # type: ignore[return-value]
 
     if endpoint is not None:
