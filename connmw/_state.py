@@ -2,19 +2,91 @@
 
 The connection table is bounded: an entry is dropped once its connection has
 been idle longer than ``idle_timeout`` (it has most likely been closed by the
-server or the client), when connmw itself closes the connection, and, as a last
-resort, the least recently used entry goes when the table is full. Every method
-takes a lock, so threaded WSGI servers can share one table; under asyncio the lock
-is never contended.
+server or the client), when connmw itself closes the connection, when the
+server's connection object is garbage collected (identity keys, below) and, as a
+last resort, the least recently used entry goes when the table is full. Every
+method takes a lock, so threaded WSGI servers can share one table; under asyncio
+the lock is never contended.
+
+Facts (connection identity)
+-----
+- An HTTP/1.x connection is one TCP 4-tuple while it lives, so the client and
+  server addresses identify it; but once the client closes, the OS may hand the
+  same source port to a new connection (behind a proxy with few addresses and many
+  short connections, within minutes), which would inherit the old count and age.
+- Where a server hands over an object that lives exactly as long as the
+  connection, connmw keys on that object instead (through a weak reference, so the
+  entry goes when the server drops the connection): uvicorn (h11 and httptools),
+  ``send.__self__.transport``; hypercorn, the protocol behind
+  ``send.__self__.send``; gunicorn, the client socket ``start_response.__self__.sock``;
+  waitress, the channel behind ``environ["waitress.client_disconnected"]``.
+- ``weakref.ref(obj)`` without a callback returns the same cached object each time,
+  and hashes and compares by its referent while alive: looking a connection up
+  allocates nothing after its first request.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
 
-__all__ = ["ConnectionTable", "ConnState", "Load"]
+__all__ = ["ConnectionTable", "ConnState", "Load", "asgi_connection_key", "wsgi_connection_key"]
+
+
+def _address_key(client: Any, server: Any) -> Hashable | None:
+    if client is None:
+        return None
+    # Some servers (daphne) give lists: a key must be hashable.
+    if type(client) is not tuple:
+        client = tuple(client)
+    if server is not None and type(server) is not tuple:
+        server = tuple(server)
+    return (client, server)
+
+
+def asgi_connection_key(scope: Mapping[str, Any], send: Any) -> Hashable | None:
+    """Identify the connection of an ASGI request (see the facts above)."""
+    owner = getattr(send, "__self__", None)
+    if owner is not None:
+        transport = getattr(owner, "transport", None)  # uvicorn
+        if transport is not None:
+            try:
+                return weakref.ref(transport)
+            except TypeError:
+                pass
+        else:
+            protocol = getattr(getattr(owner, "send", None), "__self__", None)  # hypercorn
+            if protocol is not None and type(protocol).__module__.startswith("hypercorn.protocol"):
+                return weakref.ref(protocol)
+    try:
+        return _address_key(scope.get("client"), scope.get("server"))
+    except TypeError:
+        return None
+
+
+def wsgi_connection_key(environ: Mapping[str, Any], start_response: Any) -> Hashable | None:
+    """Identify the connection of a WSGI request (see the facts above)."""
+    owner = getattr(start_response, "__self__", None)
+    if owner is not None:
+        sock = getattr(owner, "sock", None)
+        if sock is not None and type(owner).__module__.startswith("gunicorn."):
+            try:
+                return weakref.ref(sock)
+            except TypeError:
+                pass
+    check = environ.get("waitress.client_disconnected")
+    if check is not None:
+        channel = getattr(check, "__self__", None)
+        if channel is not None:
+            return weakref.ref(channel)
+    addr = environ.get("REMOTE_ADDR")
+    port = environ.get("REMOTE_PORT")
+    if addr is None or not port:
+        return None
+    return (addr, port, environ.get("SERVER_PORT"))
 
 
 class ConnState:
@@ -37,6 +109,7 @@ class ConnectionTable:
         "_age",
         "_age_jitter",
         "_cap",
+        "_dead",
         "_entries",
         "_idle",
         "_lock",
@@ -59,6 +132,10 @@ class ConnectionTable:
     ) -> None:
         self._entries: OrderedDict[Hashable, ConnState] = OrderedDict()
         self._lock = threading.Lock()
+        # Weak keys whose connection object was collected; the callback may run in
+        # any thread, inside this lock too, so it only appends (atomic) and the next
+        # begin() removes them.
+        self._dead: list[weakref.ref[Any]] = []
         self._requests = max_requests if max_requests is not None else 0
         self._requests_jitter = max_requests_jitter if max_requests is not None else 0
         self._age = max_age if max_age is not None else float("inf")
@@ -78,6 +155,9 @@ class ConnectionTable:
         """Count one more request on ``key`` and return its state."""
         entries = self._entries
         with self._lock:
+            dead = self._dead
+            while dead:
+                entries.pop(dead.pop(), None)
             state = entries.get(key)
             if state is not None and now - state.seen > self._idle:
                 # Idle past the timeout: that connection is gone; this is a new one
@@ -86,6 +166,10 @@ class ConnectionTable:
                 state = None
             if state is None:
                 state = self._new(now)
+                if type(key) is weakref.ref:
+                    obj = key()
+                    if obj is not None:
+                        key = weakref.ref(obj, self._dead.append)
                 entries[key] = state
                 self._evict(now)
             else:
@@ -125,6 +209,7 @@ class ConnectionTable:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._dead.clear()
 
 
 class Load:

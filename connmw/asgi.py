@@ -26,6 +26,7 @@ from ._engine import Engine, RequestFacts
 from ._headers import H2_FORBIDDEN, connection_tokens, has_forbidden_chars, is_token
 from ._policy import Options
 from ._servers import asgi_server_profile
+from ._state import asgi_connection_key
 
 __all__ = ["ConnectionMiddleware"]
 
@@ -114,11 +115,7 @@ class ConnectionMiddleware:
             if values is not None and b"upgrade" in connection_tokens(values, 64):
                 await self.app(scope, receive, send)
                 return
-        key = None
-        if engine.table is not None:
-            client = scope.get("client")
-            if client is not None:
-                key = (client, scope.get("server"))
+        key = asgi_connection_key(scope, send) if engine.table is not None else None
         path = scope.get("path", "/")
         root = scope.get("root_path")
         if root and path != root and not path.startswith(root + "/"):

@@ -28,6 +28,7 @@ from ._engine import Engine, RequestFacts
 from ._headers import WSGI_HOP_BY_HOP, connection_tokens
 from ._policy import Options
 from ._servers import wsgi_server
+from ._state import wsgi_connection_key
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -97,12 +98,7 @@ class WSGIConnectionMiddleware:
             values = [raw.encode("latin-1", "replace")]
             if b"upgrade" in connection_tokens(values, 64) and environ.get("HTTP_UPGRADE"):
                 return self.app(environ, start_response)
-        key = None
-        if engine.table is not None:
-            addr = environ.get("REMOTE_ADDR")
-            port = environ.get("REMOTE_PORT")
-            if addr is not None and port:
-                key = (addr, port, environ.get("SERVER_PORT"))
+        key = wsgi_connection_key(environ, start_response) if engine.table is not None else None
         facts = engine.begin(
             version,
             environ.get("REQUEST_METHOD", "GET"),
