@@ -12,6 +12,7 @@ from ._api import request_close
 from ._decide import Decision, decide
 from ._engine import RequestFacts
 from ._policy import DEFAULT_CLOSE_ON_STATUS, Options, Reason, Rule
+from ._pressure import EventLoopLag
 from ._signals import SignalDrain, drain_on_signal
 from .asgi import ConnectionMiddleware
 from .wsgi import WSGIConnectionMiddleware
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_CLOSE_ON_STATUS",
     "ConnectionMiddleware",
     "Decision",
+    "EventLoopLag",
     "Options",
     "Reason",
     "RequestFacts",
