@@ -270,8 +270,7 @@ class _Django(_Wsgiref):
     always_closes = False
 
     def close(self, handle: Any, environ: MutableMapping[str, Any]) -> bool:
-        if getattr(handle, "headers_sent", True):
-            return False
+        # Called right after start_response: nothing is sent yet.
         handle.headers["Connection"] = "close"
         request_handler = getattr(handle, "request_handler", None)
         if request_handler is not None:
@@ -299,11 +298,9 @@ class _Cheroot(WsgiServer):
     http10_keep_alive = True
 
     def close(self, handle: Any, environ: MutableMapping[str, Any]) -> bool:
-        request = handle.req
-        if request.sent_headers:
-            return False
-        # cheroot writes ``Connection: close`` itself on HTTP/1.1.
-        request.close_connection = True
+        # Called right after start_response, before the headers go out; cheroot
+        # then writes ``Connection: close`` itself on HTTP/1.1.
+        handle.req.close_connection = True
         return True
 
 
