@@ -213,3 +213,10 @@ def test_views_on_waitress() -> None:
                     assert reader.closed(5.0), url
             finally:
                 reader.sock.close()
+
+
+def test_decorator_finds_the_request_after_other_arguments() -> None:
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/")
+    assert connmw_django._request_of(("self", request)) is request

@@ -504,3 +504,99 @@ def test_decision_header_names_the_reason() -> None:
 def test_decision_header_must_be_a_plain_header_name(name: Any) -> None:
     with pytest.raises(ValueError, match="decision_header"):
         Options(decision_header=name)
+
+
+# -- keyword validation ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        pytest.param({"max_requests_per_connection": True}, TypeError, "must be an int", id="bool-int"),
+        pytest.param({"max_requests_jitter": None}, TypeError, "must not be None", id="none"),
+        pytest.param({"max_connection_age": float("inf")}, ValueError, "must be finite", id="inf"),
+        pytest.param({"rules": Rule("/x")}, TypeError, "rules must be a list of Rule objects", id="one-rule"),
+        pytest.param({"overload_soft_limit": 5}, ValueError, "go together", id="soft-alone"),
+        pytest.param(
+            {"overload_soft_limit": 5, "overload_hard_limit": 5}, ValueError, "must be below", id="soft-hard"
+        ),
+        pytest.param({"pressure": "high"}, TypeError, "pressure must be callable", id="pressure"),
+        pytest.param({"clock": None}, TypeError, "clock and random must be callables", id="clock"),
+        pytest.param(
+            {"strip_nominated_request_headers": "yes"}, TypeError, "must be True or False", id="strip"
+        ),
+        pytest.param({"protected_request_headers": "x-a"}, TypeError, "set of header names", id="prh-str"),
+        pytest.param({"protected_request_headers": [5]}, TypeError, "header names (str)", id="prh-item"),
+    ],
+)
+def test_keyword_validation(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        Options(**kwargs)
+
+
+def test_status_text_skips_empty_parts_and_false_turns_it_off() -> None:
+    assert Options.from_mapping({"close_on_status": ",500,,"}).close_on_status == frozenset({500})
+    assert Options.from_mapping({"close_on_status": False}).close_on_status == frozenset()
+    with pytest.raises(TypeError, match="rules must be a list of Rule objects, not int"):
+        Options.from_mapping({"rules": 5})
+
+
+def test_an_option_without_a_text_form_says_so() -> None:
+    from connmw._policy import _coerce
+
+    with pytest.raises(TypeError, match="future_option cannot be given as a string"):
+        _coerce("future_option", "x")
+
+
+# -- request_close targets and nested instances ------------------------------------------
+
+
+def test_request_close_rejects_what_is_not_a_request() -> None:
+    with pytest.raises(RuntimeError, match="got a object, not an ASGI scope"):
+        connmw.request_close(object())
+    with pytest.raises(TypeError, match="reason must be a str"):
+        connmw.request_close(scope_for(), 5)  # type: ignore[arg-type]
+
+
+def test_request_close_on_objects_carrying_a_scope_or_environ() -> None:
+    class Carrier:
+        def __init__(self, **attrs: Any) -> None:
+            self.__dict__.update(attrs)
+
+    seen: list[Decision] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert connmw.request_close(Carrier(META={}, scope=scope), "carried")
+        await status_app()(scope, receive, send)
+
+    run(ConnectionMiddleware(app, on_decision=lambda f, d: seen.append(d)), scope_for())
+    assert seen == [Decision(True, "handler")]
+    with pytest.raises(RuntimeError, match="did not pass through connmw"):
+        connmw.request_close(Carrier(environ={}))
+
+
+def test_a_foreign_connmw_key_is_left_alone() -> None:
+    seen: list[Decision] = []
+    inner = ConnectionMiddleware(status_app(), rules=[Rule()], on_decision=lambda f, d: seen.append(d))
+    scope = scope_for()
+    scope["connmw"] = "something else"
+    assert connection(run(inner, scope)) == []
+    assert seen == []
+
+
+def test_a_nested_instance_after_the_decision_changes_nothing() -> None:
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    inner = ConnectionMiddleware(silent, rules=[Rule()])
+    seen: list[RequestFacts] = []
+
+    async def late(scope: Any, receive: Any, send: Any) -> None:
+        await status_app()(scope, receive, send)
+        await inner(scope, receive, send)  # e.g. an app that re-dispatches after answering
+        seen.append(scope["connmw"])
+
+    mw = ConnectionMiddleware(late)
+    assert connection(run(mw, scope_for())) == []
+    assert seen[0].rules == ()
+    assert seen[0].decision == Decision(False, None)
