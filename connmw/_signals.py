@@ -37,7 +37,7 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from types import FrameType
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, cast
 
 __all__ = ["SignalDrain", "drain_on_signal"]
 
@@ -76,7 +76,7 @@ class SignalDrain:
         self._loop_previous: dict[int, asyncio.Handle] = {}
         self._release: set[int] = set()
         self._timer: threading.Timer | asyncio.TimerHandle | None = None
-        self._main = threading.main_thread().ident
+        self._main = cast(int, threading.main_thread().ident)
         self._warned = False
 
     # -- installation ------------------------------------------------------------
@@ -187,8 +187,7 @@ class SignalDrain:
         # _on_signal hands it over with the semantics the previous handler expects.
         self._timer = None
         self._release.add(signum)
-        if self._main is not None:
-            signal.pthread_kill(self._main, signum)
+        signal.pthread_kill(self._main, signum)
 
     def _hand_over(self, signum: int, frame: FrameType | None) -> None:
         self.handed_over = True
@@ -214,9 +213,7 @@ class SignalDrain:
     def _loop_hand_over(self, signum: int) -> None:
         self._timer = None
         self.handed_over = True
-        handle = self._loop_previous.get(signum)
-        if handle is not None:
-            handle._run()
+        self._loop_previous[signum]._run()
 
     # -- lazy installation from the ASGI middleware ---------------------------------
 

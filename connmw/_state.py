@@ -80,7 +80,7 @@ def wsgi_connection_key(environ: Mapping[str, Any], start_response: Any) -> Hash
     check = environ.get("waitress.client_disconnected")
     if check is not None:
         channel = getattr(check, "__self__", None)
-        if channel is not None:
+        if channel is not None and type(channel).__module__.startswith("waitress."):
             return weakref.ref(channel)
     addr = environ.get("REMOTE_ADDR")
     port = environ.get("REMOTE_PORT")

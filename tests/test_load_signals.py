@@ -149,6 +149,12 @@ def test_install_is_idempotent_and_rechains_over_a_later_handler(previous: list[
     assert previous == []
     hook.uninstall()
     assert signal.getsignal(SIG) != hook._on_signal
+    # uninstall() leaves alone a handler installed over connmw's.
+    hook.install()
+    mine = signal.signal(SIG, signal.SIG_IGN)
+    assert mine == hook._on_signal
+    hook.uninstall()
+    assert signal.getsignal(SIG) == signal.SIG_IGN
 
 
 def test_a_failing_drain_is_logged_and_the_signal_still_goes_on(
@@ -320,6 +326,15 @@ def test_asgi_middleware_reinstalls_at_lifespan_startup_and_first_request(previo
         assert http[0]["status"] == 200
         assert signal.getsignal(SIG) == hook._on_signal
         assert mw.app is inner
+        # An installer someone kept a reference to just passes requests on.
+        installer = connmw._signals._Installer(mw, inner, hook)
+        mw.app = outer = connmw._signals._Installer(mw, installer, hook)
+        outer.done = True
+        body.append({"type": "http.request", "body": b"", "more_body": False})
+        await mw(dict(scope), receive_http, send_http)
+        assert installer.done
+        assert mw.app is outer  # not ours to unwrap
+        assert http[-2]["status"] == 200
 
     asyncio.run(main())
     signal.raise_signal(SIG)

@@ -577,3 +577,33 @@ def test_wsgi_key_gunicorn_socket_waitress_channel_and_addresses() -> None:
     other_cls = type(other)
     other_cls.start = lambda self, *a: None
     assert wsgi_connection_key(environ2, other.start) == ("a", "1", "80")
+
+
+def test_objects_without_weak_references_fall_back_to_addresses() -> None:
+    class Cycle:
+        transport = ("not", "weakrefable")
+
+        async def send(self, message: Any) -> None:
+            pass
+
+    assert asgi_connection_key({"client": ("a", 1)}, Cycle().send) == (("a", 1), None)
+
+    response_cls = type(
+        "Response", (), {"__module__": "gunicorn.http.wsgi", "start_response": lambda self, *a: None}
+    )
+    response = response_cls()
+    response.sock = 42  # no weak reference to an int
+    environ = {"REMOTE_ADDR": "a", "REMOTE_PORT": "1", "waitress.client_disconnected": print}
+    # print is a builtin without a channel behind it
+    assert wsgi_connection_key(environ, response.start_response) == ("a", "1", None)
+
+
+def test_a_dead_weak_key_is_kept_as_it_is() -> None:
+    t = table()
+    conn = Conn()
+    ref = weakref.ref(conn)
+    hash(ref)
+    del conn
+    gc.collect()
+    assert t.begin(ref, 0.0).count == 1
+    assert ref in t
