@@ -48,6 +48,8 @@ class Spec:
     known: dict[str, str] = field(default_factory=dict)
     #: None when the server can run here, else the reason it is skipped.
     available: Callable[[], str | None] = lambda: None
+    #: How connmw makes the close real here, and what differs (for the README).
+    notes: str = ""
 
 
 @contextlib.contextmanager
@@ -90,34 +92,66 @@ SPECS: list[Spec] = [
         "ASGI",
         "FastAPI",
         lambda env: servers.uvicorn_thread(frameworks.fastapi_app(), http="h11"),
+        notes="Honours the `connection: close` connmw writes. The FastAPI app's `send` is wrapped by Starlette's error middleware: connmw finds the server behind the wrapper.",
     ),
     Spec(
         "uvicorn-httptools",
         "ASGI",
         "raw ASGI",
         lambda env: servers.uvicorn_thread(asgi_app, http="httptools"),
+        notes="Honours the line. It would send chunked framing to an HTTP/1.0 client; connmw switches the response cycle to a close-delimited body.",
     ),
     Spec(
         "hypercorn-h11",
         "ASGI",
         "Starlette",
         lambda env: servers.hypercorn_thread(frameworks.starlette_app()),
+        notes="Honours the line.",
     ),
-    Spec("hypercorn-h2c", "ASGI", "raw ASGI", lambda env: servers.hypercorn_thread(asgi_app), protocol="h2c"),
-    Spec("hypercorn-h2-tls", "ASGI", "raw ASGI", _hypercorn_tls, protocol="h2-tls"),
-    Spec("granian-h1", "ASGI", "raw ASGI", _granian("1")),
-    Spec("granian-h2", "ASGI", "raw ASGI", _granian("2"), protocol="h2c"),
+    Spec(
+        "hypercorn-h2c",
+        "ASGI",
+        "raw ASGI",
+        lambda env: servers.hypercorn_thread(asgi_app),
+        protocol="h2c",
+        notes="HTTP/2 with prior knowledge: HTTP/1 header cases do not apply. connmw removes every connection-specific header (an app's `te: gzip` would otherwise kill the connection) and the connection keeps serving streams.",
+    ),
+    Spec(
+        "hypercorn-h2-tls",
+        "ASGI",
+        "raw ASGI",
+        _hypercorn_tls,
+        protocol="h2-tls",
+        notes="HTTP/2 over TLS (ALPN `h2`, throwaway certificate from `trustme`); as h2c.",
+    ),
+    Spec(
+        "granian-h1",
+        "ASGI",
+        "raw ASGI",
+        _granian("1"),
+        notes="Honours the line; keeps an HTTP/1.0 keep-alive connection, so connmw says `keep-alive` there.",
+    ),
+    Spec(
+        "granian-h2",
+        "ASGI",
+        "raw ASGI",
+        _granian("2"),
+        protocol="h2c",
+        notes="HTTP/2 (prior knowledge): HTTP/1 header cases do not apply; forbidden headers removed, the connection keeps serving.",
+    ),
     Spec(
         "daphne",
         "ASGI",
         "raw ASGI",
         lambda env: _subprocess(lambda port: servers.daphne_argv("tests.apps:asgi_app", port)),
+        notes="Twisted decides persistence from the request alone and ignores the app's `connection: close`. connmw reaches the Twisted request through daphne's `send` (`functools.partial(server.handle_reply, request)`), clears `channel.persistent` and removes the line Twisted pre-set, so the close is real and announced once. Where that request cannot be reached (a `send` wrapper connmw cannot see through), connmw warns once: the client is told to close, the server may not.",
     ),
     Spec(
         "gunicorn-uvicorn-worker",
         "ASGI",
         "raw ASGI",
         _gunicorn("tests.apps:asgi_app", "uvicorn.workers.UvicornWorker"),
+        notes="`uvicorn.workers.UvicornWorker`: uvicorn's protocol, as uvicorn-h11.",
     ),
     Spec(
         "gunicorn-sync",
@@ -126,9 +160,22 @@ SPECS: list[Spec] = [
         _gunicorn("tests.conformance.frameworks:flask_app()", "sync"),
         always_closes=True,
         closes_why="the sync worker serves one request per connection",
+        notes="It says so itself; connmw still calls the response's `force_close()` when it closes.",
     ),
-    Spec("gunicorn-gthread", "WSGI", "raw WSGI", _gunicorn("tests.apps:wsgi_app", "gthread")),
-    Spec("waitress", "WSGI", "raw WSGI", lambda env: servers.waitress_thread(wsgi_app)),
+    Spec(
+        "gunicorn-gthread",
+        "WSGI",
+        "raw WSGI",
+        _gunicorn("tests.apps:wsgi_app", "gthread"),
+        notes="Drops an app's `Connection` header and ignores `TE, close`; connmw calls `force_close()` on the response (`start_response.__self__`). gunicorn writes its own `Connection: keep-alive` on kept HTTP/1.1 responses (redundant, harmless).",
+    ),
+    Spec(
+        "waitress",
+        "WSGI",
+        "raw WSGI",
+        lambda env: servers.waitress_thread(wsgi_app),
+        notes="A hop-by-hop header from the app is a 500 here; connmw strips them and calls the task's `set_close_on_finish()` (`write.__self__`). waitress closes after every chunked response by its own choice, and says so.",
+    ),
     Spec(
         "werkzeug",
         "WSGI",
@@ -136,6 +183,7 @@ SPECS: list[Spec] = [
         lambda env: servers.werkzeug_thread(frameworks.flask_app()),
         always_closes=True,
         closes_why="the development server closes every connection",
+        notes="What `run_simple` and `flask run` start; it says `Connection: close` itself. It would send chunked framing to an HTTP/1.0 client; connmw answers HTTP/1.0 clients in HTTP/1.0 (the handler's `protocol_version`), so the body is close-delimited.",
     ),
     Spec(
         "wsgiref",
@@ -144,15 +192,30 @@ SPECS: list[Spec] = [
         lambda env: servers.wsgiref_thread(wsgi_app),
         always_closes=True,
         closes_why="an HTTP/1.0 server: one response per connection",
+        notes="A hop-by-hop header from the app is a 500 here; connmw strips them and, when it closes, sets `Connection: close` on the handler's headers.",
     ),
     Spec(
         "django-runserver",
         "WSGI",
         "Django",
         lambda env: _subprocess(servers.django_runserver_argv, env=_django_env()),
+        notes="Ignores `TE, close` and two `Connection` fields, and a hop-by-hop header from the app is a 500. connmw sets `Connection: close` on the handler's headers (`start_response.__self__`), which runserver honours. It never chunks: a streamed body is close-delimited.",
     ),
-    Spec("cheroot", "WSGI", "raw WSGI", lambda env: servers.cheroot_thread(wsgi_app)),
-    Spec("mod_wsgi", "WSGI", "raw WSGI", _apache, available=servers.apache_mod_wsgi_available),
+    Spec(
+        "cheroot",
+        "WSGI",
+        "raw WSGI",
+        lambda env: servers.cheroot_thread(wsgi_app),
+        notes="Passes an app's `Connection: close` but keeps the connection, and only honours a client's `close` spelled exactly so. connmw sets `close_connection` on the request (`start_response.__self__.req`); cheroot then writes the line. It keeps HTTP/1.0 only for `Keep-Alive` spelled so.",
+    ),
+    Spec(
+        "mod_wsgi",
+        "WSGI",
+        "raw WSGI",
+        _apache,
+        available=servers.apache_mod_wsgi_available,
+        notes="Apache 2.4 (event MPM), mod_wsgi in daemon mode. The header is the only handle: connmw recognises mod_wsgi's `start_response` and passes `Connection: close` to it; Apache honours it.",
+    ),
 ]
 
 BY_ID = {spec.id: spec for spec in SPECS}

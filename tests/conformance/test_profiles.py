@@ -243,7 +243,8 @@ def test_mod_wsgi_close_goes_through_start_response(
     path: str, environ: dict[str, str], close: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     adapter = _ModWsgiAdapter()
-    app = WSGIConnectionMiddleware(raw_wsgi, rules=[Rule("/rule/*")])
+    # Apache writes its own Keep-Alive line: connmw must not add a second one.
+    app = WSGIConnectionMiddleware(raw_wsgi, rules=[Rule("/rule/*")], keep_alive_timeout=5)
     env: dict[str, Any] = {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": path,
@@ -261,3 +262,57 @@ def test_mod_wsgi_close_goes_through_start_response(
     hop = {"keep-alive", "proxy-connection", "upgrade", "te", "transfer-encoding"}
     assert not [k for k, _ in headers if k.lower() in hop], headers
     assert not caplog.records
+
+
+# --------------------------------------------------------------------------- unknown servers
+
+
+def test_unknown_wsgi_server_never_500_never_hop_by_hop(caplog: pytest.LogCaptureFixture) -> None:
+    """A server connmw does not know: the close cannot be enforced, so no
+    hop-by-hop header goes to start_response, the response goes out, and one
+    warning names the server."""
+    calls: list[list[tuple[str, str]]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        calls.append(list(headers))
+        return lambda data: None
+
+    app = WSGIConnectionMiddleware(raw_wsgi, rules=[Rule("/rule/*")])
+    env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/rule/x", "SERVER_PROTOCOL": "HTTP/1.1"}
+    with caplog.at_level(logging.WARNING, logger="connmw"):
+        for path in ("/rule/x", "/hop", "/rule/y"):
+            assert b"".join(app({**env, "PATH_INFO": path}, start_response)) == b"hello"
+    hop = {"connection", "keep-alive", "proxy-connection", "upgrade", "te", "transfer-encoding"}
+    assert all(not [k for k, _ in headers if k.lower() in hop] for headers in calls), calls
+    warnings = [r.getMessage() for r in caplog.records if "cannot make the close real" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert __name__ in warnings[0] or "test_profiles" in warnings[0], warnings[0]
+
+
+def test_wrapped_and_deep_sends_are_bounded() -> None:
+    """``__wrapped__`` chains are followed; a chain deeper than the search bound is not."""
+    daphne = _Daphne()
+
+    def wrap(inner: Any) -> Any:
+        async def outer(message: Any) -> None:
+            await inner(message)
+
+        outer.__wrapped__ = inner  # type: ignore[attr-defined]
+        return outer
+
+    assert asgi_server_profile(wrap(daphne.send)).name == "daphne"
+
+    def closure(inner: Any) -> Any:
+        async def outer(message: Any) -> None:
+            await inner(message)
+
+        return outer
+
+    near: Any = daphne.send
+    for _ in range(3):
+        near = closure(near)
+    assert asgi_server_profile(near).name == "daphne"
+    deep = near
+    for _ in range(5):
+        deep = closure(deep)
+    assert asgi_server_profile(deep).name == "unknown"

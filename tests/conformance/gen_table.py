@@ -1,0 +1,179 @@
+"""Write README.md's server compatibility table from the conformance suite's results.
+
+Usage (from the repository root)::
+
+    python -m tests.conformance.gen_table            # run the suite, rewrite the README section
+    python -m tests.conformance.gen_table --results results.json   # from a saved run
+    python -m tests.conformance.gen_table --print    # print the section, leave README.md alone
+
+Only the text between ``<!-- section:servers -->`` and ``<!-- /section:servers -->``
+changes. The suite records one entry per (server, case) when the
+``CONNMW_CONFORMANCE_RESULTS`` environment variable names a file (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.conformance.cases import CASES
+from tests.conformance.conftest import RESULTS_ENV
+from tests.conformance.targets import SPECS
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+START, END = "<!-- section:servers -->", "<!-- /section:servers -->"
+
+COLUMNS = {
+    "http11-plain": "1.1",
+    "close": "`close`",
+    "te-close": "`TE, close`",
+    "Close": "`Close`",
+    "two-fields": "2 fields",
+    "http10-plain": "1.0",
+    "http10-keep-alive": "1.0 keep-alive",
+    "stream-http10": "stream 1.0",
+    "stream-http11": "stream 1.1",
+    "rule": "rule",
+    "handler": "handler",
+    "hop": "app hop-by-hop",
+    "pipelined": "pipelined",
+}
+PROTOCOLS = {"h1": "HTTP/1.x", "h2c": "HTTP/2 (h2c)", "h2-tls": "HTTP/2 (TLS)"}
+
+
+def run_suite(results: Path) -> float:
+    env = dict(os.environ)
+    env[RESULTS_ENV] = str(results)
+    start = time.monotonic()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/conformance/test_conformance.py",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+    return time.monotonic() - start
+
+
+def _cell(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "?"
+    outcome = entry["outcome"]
+    if outcome == "passed":
+        return "✓ " + str(entry.get("observed") or "")
+    if outcome == "skipped":
+        return "n/a"
+    if outcome == "xfailed":
+        return "✗ known"
+    return "✗ **fails**"
+
+
+def render(results: list[dict[str, Any]]) -> str:
+    by_server: dict[str, dict[str, dict[str, Any]]] = {}
+    for entry in results:
+        by_server.setdefault(entry["server"], {})[entry["case"]] = entry
+    lines = [
+        START,
+        "## Servers",
+        "",
+        "connmw makes each announced close real through the server's own objects (see",
+        "`connmw/_servers.py`). Each row below is a real server on loopback, each column a case of",
+        "`tests/conformance/` checked on the raw bytes (status, every `Connection`/`Keep-Alive`/",
+        "`Transfer-Encoding` line, the body) and on the socket: **closed** means `recv()` returned",
+        '`b""` after exactly one `Connection: close` (or, for HTTP/1.0, none), **open** means a second',
+        "request on the same socket was answered, **kept** means an HTTP/1.0 keep-alive connection was",
+        "announced and kept. The words after ✓ are what the server did; n/a is an HTTP/1 header case",
+        "on an HTTP/2 row.",
+        "",
+        "| server | app | protocol | passed | " + " | ".join(COLUMNS.values()) + " |",
+        "|---|---|---|---|" + "---|" * len(COLUMNS),
+    ]
+    notes: list[str] = []
+    for spec in SPECS:
+        row = by_server.get(spec.id, {})
+        applicable = [e for e in row.values() if e["outcome"] != "skipped" or e["case"] not in CASES]
+        passed = sum(1 for e in row.values() if e["outcome"] == "passed")
+        skipped_all = row and all(e["outcome"] == "skipped" for e in row.values())
+        if skipped_all:
+            reason = next(iter(row.values())).get("reason", "")
+            cells = [f"skipped: {reason}"] + [""] * (len(COLUMNS) - 1)
+            count = "—"
+        else:
+            cells = [_cell(row.get(case)) for case in COLUMNS]
+            count = f"{passed}/{len(applicable)}"
+        lines.append(
+            f"| {spec.id} | {spec.interface}, {spec.app} | {PROTOCOLS[spec.protocol]} | {count} | "
+            + " | ".join(cells)
+            + " |"
+        )
+        text = spec.notes
+        if spec.always_closes:
+            text = f"Closes every connection ({spec.closes_why}): cases that would stay open are expected closed, with the close announced. {text}"
+        for case, why in spec.known.items():
+            text += f" Known failure, {COLUMNS[case]}: {why}."
+        if text:
+            notes.append(f"- **{spec.id}**: {text.strip()}")
+    lines += ["", "How each server is handled, and every exception:", "", *notes]
+    lines += [
+        "",
+        "HTTP/2 rows check the HTTP/2 form of a case: no connection-specific header in the response",
+        "(including `te` other than `trailers` and headers the app's `Connection` nominates), the",
+        "stream complete, and the connection still serving a further stream. On an unknown WSGI",
+        "server connmw sends no hop-by-hop header and logs one warning naming the server.",
+        "",
+        "This section is generated: `python -m tests.conformance.gen_table` runs the suite and rewrites",
+        "it (see the script for options). Do not edit it by hand.",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def replace_section(text: str, section: str) -> str:
+    start = text.index(START)
+    end = text.index(END) + len(END)
+    return text[:start] + section + text[end:]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--results", type=Path, help="a results file from an earlier run")
+    parser.add_argument("--print", dest="print_only", action="store_true", help="print, do not write")
+    args = parser.parse_args(argv)
+    if args.results is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "results.json"
+            took = run_suite(path)
+            if not path.exists():
+                print("the suite wrote no results", file=sys.stderr)
+                return 1
+            results = json.loads(path.read_text(encoding="utf-8"))
+        print(f"conformance suite: {took:.1f} s", file=sys.stderr)
+    else:
+        results = json.loads(args.results.read_text(encoding="utf-8"))
+    section = render(results)
+    if args.print_only:
+        print(section)
+        return 0
+    README.write_text(replace_section(README.read_text(encoding="utf-8"), section), encoding="utf-8")
+    print(f"wrote {README}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
