@@ -1,0 +1,250 @@
+"""Experiment 1, scale-out: do new backends get traffic from clients already connected?
+
+HAProxy (``mode tcp`` by default: an L4 balancer, a client connection is pinned to one
+backend) in front of four uvicorn backends; b1 and b2 run, b3 and b4 are down. wrk
+opens 32 keep-alive connections; a few seconds later b3 and b4 start. The script
+measures the share of requests b3 and b4 serve after HAProxy marks them UP, once per
+variant (plain keep-alive, connmw's request cap, connmw's connection age).
+
+Then clean A/B runs (all four backends up from the start, variants interleaved) give
+the throughput cost of the extra reconnects.
+
+    python examples/loadbalancer/scale_out.py            # about 3 minutes
+    python examples/loadbalancer/scale_out.py --quick    # shorter, fewer rounds
+
+Writes ``results/scale_out.png`` and ``results/scale_out.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import lb
+
+OLD = ("b1", "b2")
+NEW = ("b3", "b4")
+FAIR = len(NEW) / (len(OLD) + len(NEW))
+
+CONNMW_ONLY = lb.Variant("connmw_defaults", "connmw, no load options", {})
+VARIANTS = (
+    lb.BARE,
+    lb.Variant(
+        "max_requests",
+        "connmw max_requests_per_connection=100, jitter 50",
+        {"max_requests_per_connection": 100, "max_requests_jitter": 50},
+    ),
+    lb.Variant(
+        "max_age",
+        "connmw max_connection_age=2 s, jitter 1 s",
+        {"max_connection_age": 2, "max_connection_age_jitter": 1},
+    ),
+)
+
+
+@dataclass
+class ScaleRun:
+    variant: lb.Variant
+    samples: lb.Samples
+    started: float  # when b3 and b4 were spawned (seconds since the load started)
+    up: float  # when HAProxy marked both UP
+    wrk: lb.WrkResult
+
+    def share(self, start: float, end: float) -> float | None:
+        return lb.window_share(self.samples, NEW, self.up + start, self.up + end)
+
+    def time_to(self, target: float) -> float | None:
+        return lb.time_to_share(self.samples, NEW, self.up, target, window=1.0)
+
+    def time_to_hold(self, target: float) -> float | None:
+        return lb.time_to_hold(self.samples, NEW, self.up, target, hold=3.0)
+
+
+def run_scale_out(
+    variant: lb.Variant, *, mode: str, late: float, after: float, conns: int, delay: float
+) -> ScaleRun:
+    with lb.Cluster(OLD + NEW, mode=mode) as cluster:
+        for name in OLD:
+            cluster.start_backend(name, variant, delay=delay)
+        cluster.start_haproxy()
+        # Servers with checks start UP in HAProxy: wait until it has seen b3, b4 are not there.
+        cluster.wait_status(NEW, "DOWN")
+        cluster.wait_status(OLD, "UP")
+        duration = late + 2.5 + after
+        with lb.Sampler(cluster) as sampler:
+            wrk = cluster.start_wrk(duration, connections=conns)
+            time.sleep(late)
+            started = sampler.now()
+            for name in NEW:
+                cluster.start_backend(name, variant, delay=delay)
+            cluster.wait_status(NEW, "UP")
+            up = sampler.now()
+            result = lb.finish_wrk(wrk, duration)
+        return ScaleRun(variant, sampler.samples, started, up, result)
+
+
+def run_ab(
+    rounds: int, seconds: float, *, mode: str, conns: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Requests/s and server CPU µs per request, all four backends up, variants interleaved."""
+    variants = (*VARIANTS, CONNMW_ONLY)
+    rps: dict[str, list[float]] = {v.name: [] for v in variants}
+    cpu: dict[str, list[float]] = {v.name: [] for v in variants}
+    for i in range(rounds):
+        order = variants if i % 2 == 0 else tuple(reversed(variants))
+        for variant in order:
+            with lb.Cluster(OLD + NEW, mode=mode) as cluster:
+                for name in OLD + NEW:
+                    cluster.start_backend(name, variant)
+                cluster.start_haproxy()
+                cluster.wait_status(OLD + NEW, "UP")
+                cluster.run_wrk(1, connections=conns)  # warm-up
+                cpu0 = cluster.server_cpu()
+                result = cluster.run_wrk(seconds, connections=conns)
+                cpu[variant.name].append((cluster.server_cpu() - cpu0) / max(1, result.requests) * 1e6)
+                if result.failed:
+                    print(f"  note: {variant.name}: {result.failed} failed requests in the A/B run")
+                rps[variant.name].append(result.rps)
+            print(
+                f"  A/B round {i + 1}: {variant.name}: {rps[variant.name][-1]:.0f} req/s, "
+                f"{cpu[variant.name][-1]:.0f} µs CPU per request"
+            )
+    return rps, cpu
+
+
+def report(
+    runs: list[ScaleRun],
+    rps: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    *,
+    mode: str,
+    conns: int,
+    delay: float,
+) -> str:
+    rows = []
+    for run in runs:
+        rows.append(
+            [
+                run.variant.label,
+                f"{run.up - run.started:.1f} s",
+                lb.pct(run.share(0, 2)),
+                lb.pct(run.share(0, 10)),
+                lb.pct(run.share(0, 30)),
+                lb.secs(run.time_to(0.5)),
+                lb.secs(run.time_to(0.9 * FAIR)),
+                lb.secs(run.time_to_hold(0.9 * FAIR)),
+                run.wrk.failed,
+            ]
+        )
+    header = [
+        "variant",
+        "spawn→UP",
+        "share 0-2 s",
+        "share 0-10 s",
+        "share 0-30 s",
+        "UP→50% share",
+        f"UP→90% of fair ({0.9 * FAIR:.0%})",
+        "UP→3 s mean ≥ 90% of fair",
+        "failed requests",
+    ]
+    text = (
+        f"# Scale-out behind HAProxy `mode {mode}`\n\n"
+        f"wrk, {conns} keep-alive connections; each request waits {delay * 1000:g} ms in the handler "
+        f"(I/O-bound, so CPU contention between backends on one machine does not skew shares); "
+        f"b1, b2 up; b3, b4 start under load. Shares are of all requests, served by b3 + b4, in "
+        f"windows counted from the moment HAProxy marks them UP (fair share: {FAIR:.0%}). "
+        f"UP→x: first moment the share over the trailing 1 s reaches x; 3 s mean: first moment "
+        f"from which the share over the next 3 s reaches it.\n\n" + lb.markdown_table(header, rows)
+    )
+    if rps:
+        base, base_cpu = lb.median(rps["bare"]), lb.median(cpu["bare"])
+        labels = {v.name: v.label for v in (*VARIANTS, CONNMW_ONLY)}
+        ab_rows = [
+            [
+                labels[name],
+                " / ".join(f"{x:.0f}" for x in values),
+                f"{lb.median(values) / base:.3f}",
+                " / ".join(f"{x:.0f}" for x in cpu[name]),
+                f"{lb.median(cpu[name]) / base_cpu:.3f}",
+            ]
+            for name, values in rps.items()
+        ]
+        text += (
+            "\n## Throughput cost of the reconnects\n\n"
+            "Clean A/B runs: all four backends up from the start, variants interleaved (order "
+            f"reversed every other round), {conns} connections, handler without delay (CPU-bound, "
+            "the worst case for reconnect costs). CPU per request: user + system time of HAProxy "
+            "and the backends over the run, divided by the requests wrk counted. On a shared "
+            "2-core machine absolute numbers are noisy; compare the median ratios.\n\n"
+            + lb.markdown_table(
+                [
+                    "variant",
+                    "req/s per round",
+                    "req/s vs plain (median)",
+                    "server CPU µs/request per round",
+                    "CPU/request vs plain (median)",
+                ],
+                ab_rows,
+            )
+        )
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=("tcp", "http"), default="tcp")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--late", type=float, default=3.0, help="seconds of load before b3, b4 start")
+    parser.add_argument("--after", type=float, default=31.0, help="seconds of load after they start")
+    parser.add_argument(
+        "--delay",
+        type=float,
+        default=0.005,
+        help="seconds each request waits in the handler (I/O, e.g. a database call) in the scale-out runs",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="A/B throughput rounds")
+    parser.add_argument("--ab-seconds", type=float, default=4.0)
+    parser.add_argument("--quick", action="store_true", help="12 s after start, one A/B round")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.after, args.rounds = 12.0, 1
+    lb.require_tools()
+    lb.install_sigterm()
+
+    runs = []
+    for variant in VARIANTS:
+        print(f"scale-out, {variant.label} ...")
+        run = run_scale_out(
+            variant,
+            mode=args.mode,
+            late=args.late,
+            after=args.after,
+            conns=args.connections,
+            delay=args.delay,
+        )
+        print(
+            f"  UP at {run.up:.1f} s; new share 0-10 s {lb.pct(run.share(0, 10))}, "
+            f"0-30 s {lb.pct(run.share(0, 30))}, 90% of fair after {lb.secs(run.time_to(0.9 * FAIR))}"
+        )
+        runs.append(run)
+    print("throughput A/B ...")
+    rps: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    if args.rounds:
+        rps, cpu = run_ab(args.rounds, args.ab_seconds, mode=args.mode, conns=args.connections)
+
+    text = report(runs, rps, cpu, mode=args.mode, conns=args.connections, delay=args.delay)
+    suffix = "" if args.mode == "tcp" else f"_{args.mode}"
+    (lb.RESULTS / f"scale_out{suffix}.md").parent.mkdir(exist_ok=True)
+    (lb.RESULTS / f"scale_out{suffix}.md").write_text(text)
+    lb.plot_panels(
+        [(run.variant.label, run.samples, [(run.started, "b3, b4 start"), (run.up, "UP")]) for run in runs],
+        lb.RESULTS / f"scale_out{suffix}.png",
+        suptitle=f"Scale-out behind HAProxy mode {args.mode}: requests/s per backend",
+    )
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
