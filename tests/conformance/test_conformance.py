@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -73,7 +72,3 @@ def test_every_server_is_in_the_table() -> None:
     assert {s.protocol for s in SPECS} == {"h1", "h2c", "h2-tls"}
     apps = {s.app for s in SPECS}
     assert {"Flask", "Django", "FastAPI", "Starlette"} <= apps, apps
-
-
-def test_tmp_is_path(env: Env) -> None:
-    assert isinstance(env.tmp, Path)
