@@ -22,7 +22,7 @@ from typing import IO, Any
 from . import __version__
 from ._policy import Rule
 from ._probe import CaseResult, CaseSpec, ProbeConfig, Report, Style, Target, render_table, run_probe
-from .asgi import ConnectionMiddleware, Message, Receive, Scope, Send
+from .asgi import ConnectionMiddleware, Receive, Scope, Send
 
 __all__ = ["CASES", "DEMO_OPTIONS", "app", "run"]
 
@@ -56,13 +56,9 @@ CASES: tuple[CaseSpec, ...] = (
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    """``/`` hello, ``/downloads/*`` a small CSV, ``/flaky`` 503, ``/stream`` three parts, no length."""
-    if scope["type"] == "lifespan":  # pragma: no cover - the demo runs uvicorn with lifespan="off"
-        return
-    while True:
-        message: Message = await receive()
-        if not message.get("more_body", False):
-            break
+    """``/downloads/*`` a small CSV, ``/flaky`` 503, ``/stream`` three parts without a
+    length, anything else ``hello``. Requests are GETs: the body is not read. uvicorn
+    runs it with ``lifespan="off"``, so only ``http`` scopes arrive."""
     path = scope["path"]
     if path == "/stream":
         await send(
@@ -76,8 +72,6 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         body, ctype = b"id,total\n1,42\n", b"text/csv"
     elif path == "/flaky":
         status, body = 503, b"try again"
-    elif path != "/":
-        status, body = 404, b"not found"
     headers = [(b"content-type", ctype), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -250,7 +244,7 @@ def probe_both(config: ProbeConfig | None = None) -> tuple[Report, Report, str]:
     return reports["bare"], reports["wrapped"], impl
 
 
-def run(out: IO[str], *, color: bool = False, write: Callable[[IO[str], str], None] | None = None) -> int:
+def run(out: IO[str], *, color: bool, write: Callable[[IO[str], str], None]) -> int:
     """The ``connmw demo`` command; returns the exit status."""
     try:
         import uvicorn  # noqa: F401
@@ -261,9 +255,5 @@ def run(out: IO[str], *, color: bool = False, write: Callable[[IO[str], str], No
     start = time.monotonic()
     bare, wrapped, impl = probe_both()
     text = format_demo(bare, wrapped, impl, Style(color), time.monotonic() - start)
-    if write is None:
-        out.write(text)
-        out.flush()
-    else:
-        write(out, text)
+    write(out, text)
     return 1 if wrapped.violations or wrapped.errors else 0

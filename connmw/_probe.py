@@ -645,6 +645,11 @@ def open_connection(target: Target, config: ProbeConfig, alpn: list[str] | None 
     return sock
 
 
+def _remaining(deadline: float) -> float:
+    """Seconds left before ``deadline``; a past deadline makes the next ``recv`` time out at once."""
+    return max(deadline - time.monotonic(), 0.001)
+
+
 class _Wire:
     """A socket with a buffer and deadlines; bodies are counted, never stored."""
 
@@ -654,12 +659,7 @@ class _Wire:
         self.eof = False
 
     def _fill(self, deadline: float) -> None:
-        if self.eof:
-            raise _CaseFailed("the server closed the connection in the middle of a response")
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        self.sock.settimeout(left)
+        self.sock.settimeout(_remaining(deadline))
         data = self.sock.recv(65536)
         if not data:
             self.eof = True
@@ -689,10 +689,7 @@ class _Wire:
         total = len(self.buf)
         self.buf = b""
         while not self.eof:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            self.sock.settimeout(left)
+            self.sock.settimeout(_remaining(deadline))
             try:
                 data = self.sock.recv(65536)
             except ConnectionResetError:
@@ -705,14 +702,9 @@ class _Wire:
     def wait_closed(self, wait: float) -> tuple[str | None, float]:
         """``("fin" | "reset" | None, seconds)``: whether the peer closes within ``wait``."""
         start = time.monotonic()
-        if self.eof:
-            return "fin", 0.0
         deadline = start + wait
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None, wait
-            self.sock.settimeout(left)
+            self.sock.settimeout(_remaining(deadline))
             try:
                 data = self.sock.recv(65536)
             except TimeoutError:
@@ -893,6 +885,7 @@ def _run_h2_case(target: Target, config: ProbeConfig, spec: CaseSpec) -> CaseRes
     result = CaseResult(spec)
     start = time.monotonic()
     sock = open_connection(target, config, alpn=["h2"])
+    state: dict[str, Any] = {"ended": False, "frames": False}
     try:
         if isinstance(sock, ssl.SSLSocket) and sock.selected_alpn_protocol() != "h2":
             raise _CaseFailed("the server did not negotiate HTTP/2 (ALPN h2)")
@@ -915,11 +908,12 @@ def _run_h2_case(target: Target, config: ProbeConfig, spec: CaseSpec) -> CaseRes
         for name, value in config.headers:
             if name.lower() != "host":
                 request.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-        state: dict[str, Any] = {"ended": False}
         try:
             headers = _h2_exchange(h2, sock, conn, 1, request, config.timeout, state)
         except h2.exceptions.ProtocolError as exc:
-            raise _CaseFailed(f"the server does not speak HTTP/2 with prior knowledge ({exc})") from None
+            if state["frames"]:
+                raise _CaseFailed(f"HTTP/2 protocol error in the server's frames: {exc}") from None
+            raise _CaseFailed(f"{_NO_H2} ({exc})") from None
         result.response_version = "HTTP/2"
         result.headers = {n: [] for n in _WATCHED}
         result.captured = {n: [] for n in config.capture}
@@ -952,12 +946,16 @@ def _run_h2_case(target: Target, config: ProbeConfig, spec: CaseSpec) -> CaseRes
     except _CaseFailed as exc:
         result.error = str(exc)
     except OSError as exc:
-        result.error = f"connection error: {exc.strerror or exc}"
+        what = "connection error" if state["frames"] else _NO_H2
+        result.error = f"{what}: {exc.strerror or exc}"
     finally:
         sock.close()
     result.elapsed = time.monotonic() - start
     result.findings = evaluate(spec, result, config.close_wait)
     return result
+
+
+_NO_H2 = "the server does not speak HTTP/2 with prior knowledge"
 
 
 def _h2_exchange(
@@ -977,15 +975,18 @@ def _h2_exchange(
     headers: list[tuple[bytes, bytes]] | None = None
     state["body"] = 0
     while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        sock.settimeout(left)
+        sock.settimeout(_remaining(deadline))
         data = sock.recv(65536)
         if not data:
             state["terminated"] = True
+            if not state["frames"]:
+                raise _CaseFailed(f"{_NO_H2} (it closed the connection)")
             raise _CaseFailed("the server closed the HTTP/2 connection before the response ended")
-        for event in conn.receive_data(data):
+        if "first" not in state:
+            state["first"] = data[:9]
+            state["frames"] = data[3:4] == b"\x04"  # an HTTP/2 server's first frame is SETTINGS
+        events = conn.receive_data(data)
+        for event in events:
             if isinstance(event, ev.ResponseReceived) and event.stream_id == stream_id:
                 headers = list(event.headers)
                 state["status"] = next((int(v) for k, v in headers if k == b":status"), None)
