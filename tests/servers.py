@@ -319,6 +319,14 @@ def _apache_in(app: str, port: int, workdir: Path) -> Iterator[subprocess.Popen[
     import shutil
 
     module, _, attr = app.partition(":")
+    # Apache's user may not be able to read the checkout (a clone under a private
+    # temporary directory, say): serve a readable copy of the code from the workdir.
+    src = workdir / "src"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in ("connmw", "tests"):
+        shutil.copytree(ROOT / package, src / package, ignore=skip)
+    for path in [src, *src.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
     script = workdir / "app.wsgi"
     script.write_text(f"from {module} import {attr} as application\n")
     user = ""
@@ -345,7 +353,7 @@ MaxRequestWorkers 8
 KeepAlive On
 KeepAliveTimeout 10
 WSGISocketPrefix "{workdir}/wsgi"
-WSGIDaemonProcess conformance processes=1 threads=4 python-path={ROOT}
+WSGIDaemonProcess conformance processes=1 threads=4 python-path={src}
 WSGIProcessGroup conformance
 WSGIApplicationGroup %{{GLOBAL}}
 WSGIScriptAlias / "{script}"
