@@ -1060,7 +1060,9 @@ class Style:
 
 
 def ms(seconds: float) -> str:
-    """``0.4 ms``, ``12 ms``, ``1.5 s``."""
+    """``<0.1 ms``, ``0.4 ms``, ``12 ms``, ``1.5 s``."""
+    if seconds < 0.0001:
+        return "<0.1 ms"
     if seconds < 0.01:
         return f"{seconds * 1000:.1f} ms"
     if seconds < 1:

@@ -440,6 +440,7 @@ def test_verdict_and_durations() -> None:
     warned = result("http11", connection=("close", "close"), closed=True)
     warned.findings = [Finding("a", "warning", "RFC 9110 \u00a75.3", "x"), Finding("b", "warning", "r", "y")]
     assert _probe.verdict(warned) == ("2 warnings", "yellow")
+    assert _probe.ms(0.00002) == "<0.1 ms"
     assert _probe.ms(0.0004) == "0.4 ms"
     assert _probe.ms(0.25) == "250 ms"
     assert _probe.ms(2.5) == "2.5 s"
