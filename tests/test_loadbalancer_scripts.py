@@ -206,11 +206,11 @@ def test_scale_out_report(lb: ModuleType) -> None:
         scale_out.ScaleRun(v, _samples(s), 3.5, 4.0, wrk)
         for v, s in zip(scale_out.VARIANTS, (0.0, 2.0, 2.0), strict=True)
     ]
-    rps = {"bare": [100.0, 110.0], "max_requests": [95.0], "max_age": [99.0], "connmw_defaults": [98.0]}
-    cpu = {k: [20.0] for k in rps}
+    rps = {"bare": [100.0, 110.0], "max_requests": [95.0, 99.0], "connmw_defaults": [98.0, 100.0]}
+    cpu = {k: [20.0, 20.0] for k in rps}
     text = scale_out.report(runs, rps, cpu, mode="tcp", conns=32, delay=0.005)
     assert "| plain keep-alive (no connmw) | 0.5 s | 0% | 0% | 0% | never | never | never | 23 |" in text
-    assert "0.905" in text  # 95 / median(100, 110)
+    assert "| 0.925 |" in text  # median(95 / 100, 99 / 110)
     assert runs[1].share(0, 10) == pytest.approx(0.5)
     assert runs[1].time_to(0.45) is not None
 

@@ -351,8 +351,11 @@ class Cluster:
         self.close()
 
     def close(self) -> None:
-        for proc in [*self._others, *self.backends.values()]:
-            _stop(proc, signal.SIGKILL if proc.args[0] == "wrk" else signal.SIGTERM, 5)
+        for proc in self._others:  # wrk
+            _stop(proc, signal.SIGKILL, 5)
+        for proc in self.backends.values():
+            # SIGINT: uvicorn stops at once (a drain on SIGTERM would wait its grace period).
+            _stop(proc, signal.SIGINT, 10)
         self.backends.clear()
         if self.haproxy is not None:
             _stop(self.haproxy, signal.SIGTERM, 5)

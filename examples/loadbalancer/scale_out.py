@@ -18,6 +18,7 @@ Writes ``results/scale_out.png`` and ``results/scale_out.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -28,6 +29,11 @@ NEW = ("b3", "b4")
 FAIR = len(NEW) / (len(OLD) + len(NEW))
 
 CONNMW_ONLY = lb.Variant("connmw_defaults", "connmw, no load options", {})
+CAP_1000 = lb.Variant(
+    "max_requests_1000",
+    "connmw max_requests_per_connection=1000, jitter 500",
+    {"max_requests_per_connection": 1000, "max_requests_jitter": 500},
+)
 VARIANTS = (
     lb.BARE,
     lb.Variant(
@@ -41,6 +47,8 @@ VARIANTS = (
         {"max_connection_age": 2, "max_connection_age_jitter": 1},
     ),
 )
+
+AB_VARIANTS = (*VARIANTS, CAP_1000, CONNMW_ONLY)
 
 
 @dataclass
@@ -87,30 +95,44 @@ def run_scale_out(
 def run_ab(
     rounds: int, seconds: float, *, mode: str, conns: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Requests/s and server CPU µs per request, all four backends up, variants interleaved."""
-    variants = (*VARIANTS, CONNMW_ONLY)
+    """Requests/s and server CPU µs per request, variants interleaved.
+
+    One cluster per variant (two backends, all up from the start) stays up for the
+    whole A/B; each round runs wrk against every cluster in turn (order reversed every
+    other round), so the variants share the machine's background noise.
+    """
+    variants = AB_VARIANTS
     rps: dict[str, list[float]] = {v.name: [] for v in variants}
     cpu: dict[str, list[float]] = {v.name: [] for v in variants}
-    for i in range(rounds):
-        order = variants if i % 2 == 0 else tuple(reversed(variants))
-        for variant in order:
-            with lb.Cluster(OLD + NEW, mode=mode) as cluster:
-                for name in OLD + NEW:
-                    cluster.start_backend(name, variant)
-                cluster.start_haproxy()
-                cluster.wait_status(OLD + NEW, "UP")
-                cluster.run_wrk(1, connections=conns)  # warm-up
+    with contextlib.ExitStack() as stack:
+        clusters = {}
+        for variant in variants:
+            cluster = stack.enter_context(lb.Cluster(OLD, mode=mode))
+            for name in OLD:
+                cluster.start_backend(name, variant)
+            cluster.start_haproxy()
+            cluster.wait_status(OLD, "UP")
+            cluster.run_wrk(1, connections=conns)  # warm-up
+            clusters[variant.name] = cluster
+        for i in range(rounds):
+            order = variants if i % 2 == 0 else tuple(reversed(variants))
+            line = []
+            for variant in order:
+                cluster = clusters[variant.name]
                 cpu0 = cluster.server_cpu()
                 result = cluster.run_wrk(seconds, connections=conns)
                 cpu[variant.name].append((cluster.server_cpu() - cpu0) / max(1, result.requests) * 1e6)
+                rps[variant.name].append(result.rps)
                 if result.failed:
                     print(f"  note: {variant.name}: {result.failed} failed requests in the A/B run")
-                rps[variant.name].append(result.rps)
-            print(
-                f"  A/B round {i + 1}: {variant.name}: {rps[variant.name][-1]:.0f} req/s, "
-                f"{cpu[variant.name][-1]:.0f} µs CPU per request"
-            )
+                line.append(f"{variant.name} {result.rps:.0f}")
+            print(f"  A/B round {i + 1}: " + ", ".join(line) + " req/s")
     return rps, cpu
+
+
+def paired_ratio(values: list[float], base: list[float]) -> float:
+    """Median over rounds of the ratio to the baseline measured in the same round."""
+    return lb.median([v / b for v, b in zip(values, base, strict=True) if b])
 
 
 def report(
@@ -121,6 +143,7 @@ def report(
     mode: str,
     conns: int,
     delay: float,
+    seconds: float = 3.0,
 ) -> str:
     rows = []
     for run in runs:
@@ -158,32 +181,35 @@ def report(
         f"from which the share over the next 3 s reaches it.\n\n" + lb.markdown_table(header, rows)
     )
     if rps:
-        base, base_cpu = lb.median(rps["bare"]), lb.median(cpu["bare"])
-        labels = {v.name: v.label for v in (*VARIANTS, CONNMW_ONLY)}
+        labels = {v.name: v.label for v in AB_VARIANTS}
         ab_rows = [
             [
                 labels[name],
-                " / ".join(f"{x:.0f}" for x in values),
-                f"{lb.median(values) / base:.3f}",
-                " / ".join(f"{x:.0f}" for x in cpu[name]),
-                f"{lb.median(cpu[name]) / base_cpu:.3f}",
+                f"{lb.median(values):.0f}",
+                f"{paired_ratio(values, rps['bare']):.3f}",
+                f"{paired_ratio(values, rps[CONNMW_ONLY.name]):.3f}",
+                f"{lb.median(cpu[name]):.0f}",
+                f"{paired_ratio(cpu[name], cpu['bare']):.3f}",
             ]
             for name, values in rps.items()
         ]
         text += (
             "\n## Throughput cost of the reconnects\n\n"
-            "Clean A/B runs: all four backends up from the start, variants interleaved (order "
-            f"reversed every other round), {conns} connections, handler without delay (CPU-bound, "
-            "the worst case for reconnect costs). CPU per request: user + system time of HAProxy "
-            "and the backends over the run, divided by the requests wrk counted. On a shared "
-            "2-core machine absolute numbers are noisy; compare the median ratios.\n\n"
+            f"Clean A/B runs: one HAProxy + two backends per variant, all up from the start; "
+            f"{len(next(iter(rps.values())))} rounds, each running wrk ({conns} connections, "
+            f"{seconds:g} s) against every variant in turn, order reversed every other round. The "
+            "handler answers at once (CPU-bound: the worst case for reconnect costs). Ratios are "
+            "medians of per-round ratios. CPU per request: user + system time of HAProxy and the "
+            "backends over the run, divided by the requests wrk counted. On a shared 2-core "
+            "machine absolute numbers are noisy; compare the ratios.\n\n"
             + lb.markdown_table(
                 [
                     "variant",
-                    "req/s per round",
-                    "req/s vs plain (median)",
-                    "server CPU µs/request per round",
-                    "CPU/request vs plain (median)",
+                    "req/s (median)",
+                    "req/s vs plain",
+                    "req/s vs connmw without load options",
+                    "server CPU µs/request",
+                    "CPU/request vs plain",
                 ],
                 ab_rows,
             )
@@ -203,8 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         default=0.005,
         help="seconds each request waits in the handler (I/O, e.g. a database call) in the scale-out runs",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="A/B throughput rounds")
-    parser.add_argument("--ab-seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=5, help="A/B throughput rounds")
+    parser.add_argument("--ab-seconds", type=float, default=3.0)
     parser.add_argument("--quick", action="store_true", help="12 s after start, one A/B round")
     args = parser.parse_args(argv)
     if args.quick:
@@ -234,7 +260,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.rounds:
         rps, cpu = run_ab(args.rounds, args.ab_seconds, mode=args.mode, conns=args.connections)
 
-    text = report(runs, rps, cpu, mode=args.mode, conns=args.connections, delay=args.delay)
+    text = report(
+        runs, rps, cpu, mode=args.mode, conns=args.connections, delay=args.delay, seconds=args.ab_seconds
+    )
     suffix = "" if args.mode == "tcp" else f"_{args.mode}"
     (lb.RESULTS / f"scale_out{suffix}.md").parent.mkdir(exist_ok=True)
     (lb.RESULTS / f"scale_out{suffix}.md").write_text(text)
