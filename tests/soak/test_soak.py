@@ -10,16 +10,16 @@ from tests.soak.soak import main, soak
 @pytest.mark.parametrize("flavour", ["asgi", "wsgi"])
 def test_soak_short_table_bounded_and_nothing_in_flight(flavour: str) -> None:
     # More distinct connections than the cap: the table must evict and stay bounded.
-    figures = soak(requests=60_000, connections=6_000, cap=2_000, flavour=flavour)
-    assert figures["peak_table"] == 2_000
-    assert figures["final_table"] <= 2_000
+    figures = soak(requests=30_000, connections=3_000, cap=1_000, flavour=flavour)
+    assert figures["peak_table"] == 1_000
+    assert figures["final_table"] <= 1_000
     assert figures["in_flight"] == 0
     # Fewer connections than the cap: each closes at its 8th request and is forgotten.
-    figures = soak(requests=40_000, connections=1_000, cap=2_000, flavour=flavour, max_requests=8)
-    assert figures["closes"] == 40_000 // 8
+    figures = soak(requests=16_000, connections=500, cap=1_000, flavour=flavour, max_requests=8)
+    assert figures["closes"] == 16_000 // 8
     assert figures["final_table"] == 0
-    assert figures["peak_table"] <= 1_000
+    assert figures["peak_table"] <= 500
 
 
 def test_soak_script_reports_success() -> None:
-    assert main(["--requests", "20000", "--connections", "3000", "--cap", "1000", "--flavour", "both"]) == 0
+    assert main(["--requests", "10000", "--connections", "2000", "--cap", "500", "--flavour", "both"]) == 0
