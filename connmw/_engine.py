@@ -19,8 +19,6 @@ __all__ = ["Engine", "RequestFacts", "logger"]
 
 logger = logging.getLogger("connmw")
 
-_NO_RULES: tuple[Rule, ...] = ()
-
 
 class RequestFacts:
     """What connmw knows about one request; handed to ``on_decision``.
@@ -29,42 +27,21 @@ class RequestFacts:
     :func:`connmw.request_close` finds it (copies of a scope share it).
     """
 
-    __slots__ = (
-        "body_hook",
-        "client_close",
-        "client_keep_alive",
-        "conn",
-        "decision",
-        "handler_reason",
-        "key",
-        "method",
-        "path",
-        "rules",
-        "version",
-    )
+    # No __slots__: the class attributes below are the defaults, so a request pays only
+    # for the facts that differ from them (this object is made for every request).
+    client_close: bool = False
+    client_keep_alive: bool = False
+    key: Hashable | None = None
+    conn: ConnState | None = None
+    rules: tuple[Rule, ...] = ()
+    handler_reason: str | None = None
+    decision: Decision | None = None
+    body_hook: Callable[[Any], None] | None = None
 
-    def __init__(
-        self,
-        version: int,
-        method: str,
-        path: str,
-        client_close: bool,
-        client_keep_alive: bool,
-        key: Hashable | None,
-        conn: ConnState | None,
-        rules: tuple[Rule, ...],
-    ) -> None:
+    def __init__(self, version: int, method: str, path: str) -> None:
         self.version = version
         self.method = method
         self.path = path
-        self.client_close = client_close
-        self.client_keep_alive = client_keep_alive
-        self.key = key
-        self.conn = conn
-        self.rules = rules
-        self.handler_reason: str | None = None
-        self.decision: Decision | None = None
-        self.body_hook: Callable[[Any], None] | None = None
 
     @property
     def handler_close(self) -> bool:
@@ -97,10 +74,14 @@ class Engine:
         "_pressure",
         "_random",
         "_rules",
+        "_simple",
         "_soft",
         "_warned",
+        "advertises",
+        "decision_header",
         "load",
         "options",
+        "strip_nominated",
         "table",
         "track_in_flight",
     )
@@ -134,6 +115,17 @@ class Engine:
             )
         self.load = Load()
         self._warned: set[str] = set()
+        #: Nothing but the client, the protocol, the application and the status can
+        #: close: :meth:`respond` can answer the common case without the full table.
+        self._simple = (
+            self.table is None and self._soft is None and self._pressure is None and self._on_decision is None
+        )
+        #: The adapters' own switches, read once per response.
+        self.advertises = self._ka_timeout is not None
+        self.decision_header: bytes | None = (
+            None if options.decision_header is None else options.decision_header.encode("ascii")
+        )
+        self.strip_nominated = options.strip_nominated_request_headers
 
     # -- request side -----------------------------------------------------------
 
@@ -145,29 +137,36 @@ class Engine:
         connection_values: list[bytes] | None,
         key: Hashable | None,
     ) -> RequestFacts:
-        client_close = False
-        client_keep_alive = False
+        facts = RequestFacts(version, method, path)
         if connection_values is not None:
             tokens = connection_tokens(connection_values, self._max_tokens)
-            client_close = b"close" in tokens
-            client_keep_alive = b"keep-alive" in tokens
-        conn = None
-        table = self.table
-        if table is not None and key is not None and version < 20:
-            conn = table.begin(key, self._clock())
-        rules = self._match_rules(method, path) if self._rules else _NO_RULES
+            if b"close" in tokens:
+                facts.client_close = True
+            if b"keep-alive" in tokens:
+                facts.client_keep_alive = True
+        if key is not None:
+            facts.key = key
+            table = self.table
+            if table is not None and version < 20:
+                facts.conn = table.begin(key, self._clock())
+        if self._rules:
+            facts.rules = self._match_rules(method, path)
         if self.track_in_flight:
             self.load.enter()
-        return RequestFacts(version, method, path, client_close, client_keep_alive, key, conn, rules)
+        return facts
 
     def _match_rules(self, method: str, path: str) -> tuple[Rule, ...]:
-        found: list[Rule] = []
+        found: list[Rule] | None = None
         for rule in self._rules:
             if rule.matches_request(method, path):
+                if rule.status is None and found is None:
+                    return (rule,)
+                if found is None:
+                    found = []
                 found.append(rule)
                 if rule.status is None:
                     break
-        return tuple(found)
+        return () if found is None else tuple(found)
 
     def end(self, facts: RequestFacts) -> None:
         """The request is over (response sent or the application failed)."""
@@ -180,11 +179,24 @@ class Engine:
         self,
         facts: RequestFacts,
         status: int,
-        *,
         app_close: bool = False,
         known_length: bool = True,
         http10_keep_alive: bool = False,
     ) -> Decision:
+        if (
+            self._simple
+            and facts.version == 11
+            and not facts.client_close
+            and not app_close
+            and facts.handler_reason is None
+            and not facts.rules
+            and status not in self._close_on_status
+            and self.load.drain_since is None
+        ):
+            # The common path: with none of the load options on, :func:`decide` would
+            # find no reason to close; say so without building its arguments.
+            facts.decision = KEEP
+            return KEEP
         rule = None
         for candidate in facts.rules:
             if candidate.status is None or status in candidate.status:

@@ -38,7 +38,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _VERSIONS = {"1.1": 11, "1.0": 10, "1": 10, "2": 20, "2.0": 20, "3": 30, "3.0": 30}
 #: Lengths of the response header names connmw looks at; others are skipped unread.
-_WATCH_LEN = frozenset((2, 10, 14, 16, 17))
+_WATCH_LEN = frozenset((10, 16, 17))
+_WATCH_LEN_H10 = _WATCH_LEN | {14}
 _NO_BODY_STATUS = frozenset((204, 304))
 
 
@@ -122,7 +123,7 @@ class ConnectionMiddleware:
             path = root + path  # an older server: "path" without the mount prefix
         facts = engine.begin(version, scope.get("method", "GET"), path, values, key)
         scope["connmw"] = facts
-        if engine.options.strip_nominated_request_headers and values is not None:
+        if engine.strip_nominated and values is not None:
             _strip_nominated(scope, values, engine.options)
 
         async def send_wrapper(message: Message) -> None:
@@ -159,12 +160,18 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
         return _clean_h2(engine, message, headers, decision.reason)
 
     app_close = False
-    known_length = status < 200 or status in _NO_BODY_STATUS or facts.method == "HEAD"
+    # The length matters only to HTTP/1.0 (RFC 9112 §9.3): 1.1 does not even look.
+    if version == 10:
+        known_length = status < 200 or status in _NO_BODY_STATUS or facts.method == "HEAD"
+        watch = _WATCH_LEN_H10
+    else:
+        known_length = True
+        watch = _WATCH_LEN
     touched = False
     app_tokens: list[bytes] | None = None
     app_keep_alive: bytes | None = None
     for name, value in headers:
-        if len(name) in _WATCH_LEN:
+        if len(name) in watch:
             lname = name.lower()
             if lname == b"content-length":
                 known_length = True
@@ -185,17 +192,13 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
     # The server's profile matters only for HTTP/1.0 and for a close: the fast path skips it.
     profile = asgi_server_profile(send) if version == 10 else None
     decision = engine.respond(
-        facts,
-        status,
-        app_close=app_close,
-        known_length=known_length,
-        http10_keep_alive=profile is not None and profile.http10_keep_alive,
+        facts, status, app_close, known_length, profile is not None and profile.http10_keep_alive
     )
     close = decision.close
-    keep_alive = None if close else engine.keep_alive_value(facts)
-    dh = engine.options.decision_header
-    if not close and not touched and version == 11 and keep_alive is None and dh is None:
+    dh = engine.decision_header
+    if not close and not touched and version == 11 and dh is None and not engine.advertises:
         return message
+    keep_alive = None if close else engine.keep_alive_value(facts)
 
     out: list[Any] = []
     for item in headers:
@@ -226,9 +229,7 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
         elif app_keep_alive is not None and not has_forbidden_chars(app_keep_alive):
             out.append((b"keep-alive", app_keep_alive))
     if dh is not None:
-        out.append(
-            (dh.encode("ascii"), b"close; reason=" + decision.reason.encode() if decision.reason else b"keep")
-        )
+        out.append((dh, b"close; reason=" + decision.reason.encode() if decision.reason else b"keep"))
     if close:
         if profile is None:
             profile = asgi_server_profile(send)
@@ -257,7 +258,7 @@ def _clean_h2(engine: Engine, message: Message, headers: Any, reason: str | None
                 if nominated is None:
                     nominated = set()
                 nominated.update(connection_tokens((value,)))
-    dh = engine.options.decision_header
+    dh = engine.decision_header
     if not dirty and dh is None:
         return message
     out: list[Any] = []
@@ -272,7 +273,7 @@ def _clean_h2(engine: Engine, message: Message, headers: Any, reason: str | None
             continue
         out.append(item)
     if dh is not None:
-        out.append((dh.encode("ascii"), b"keep"))
+        out.append((dh, b"keep"))
     new = dict(message)
     new["headers"] = out
     return new
