@@ -69,11 +69,19 @@ def test_demo_shows_what_connmw_changed(capsys: pytest.CaptureFixture[str]) -> N
     assert [t.name for t in left] == []
 
 
-def test_demo_colour(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--color", "always"]) == 0
-    out = capsys.readouterr().out
-    assert "\x1b[1mconnmw " in out
-    assert "\x1b[32m200, closed\x1b[0m" in out  # connmw's changed answers are highlighted
+def test_demo_colour() -> None:
+    target = parse_url("http://127.0.0.1:9/")
+    bare = [CaseResult(spec, status=200, closed=False, next_request="answered") for spec in _demo.CASES]
+    wrapped = [CaseResult(spec, status=200, closed=True, closed_after=0.001) for spec in _demo.CASES]
+    for r in wrapped:
+        r.headers["connection"] = ["close"]
+    text = _demo.format_demo(
+        Report(target, ProbeConfig(), bare), Report(target, ProbeConfig(), wrapped), "h11", Style(True), 1.0
+    )
+    assert text.startswith("\x1b[1mconnmw ")
+    assert "\x1b[32m200, closed\x1b[0m" in text  # connmw's changed answers are highlighted
+    assert "connmw changed 7 of 7 answers" in text
+    assert "Done in 1.0 s." in text
 
 
 def test_demo_without_uvicorn(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

