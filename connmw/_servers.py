@@ -324,7 +324,22 @@ _CHEROOT = _Cheroot()
 _MOD_WSGI = _ModWsgi()
 
 
+_WSGI_BY_TYPE: dict[type, WsgiServer | None] = {}
+
+
 def _wsgi_server_for(obj: Any) -> WsgiServer | None:
+    kind = type(obj)
+    try:
+        return _WSGI_BY_TYPE[kind]
+    except KeyError:
+        pass
+    server = _wsgi_server_of_type(obj)
+    if len(_WSGI_BY_TYPE) < 256:
+        _WSGI_BY_TYPE[kind] = server
+    return server
+
+
+def _wsgi_server_of_type(obj: Any) -> WsgiServer | None:
     module = type(obj).__module__ or ""
     if module.startswith("gunicorn.") and hasattr(obj, "force_close"):
         return _GUNICORN

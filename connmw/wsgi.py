@@ -157,31 +157,31 @@ def _start(
                     app_close = True
     if clean is not headers:
         clean = [h for h in headers if h[0].lower() not in WSGI_HOP_BY_HOP]
-    dh = engine.options.decision_header
-    server, handle = wsgi_server(start_response, None)
-    if server.via_header:
-        # The header is the server's only handle (mod_wsgi): decide first.
-        decision = engine.respond(
-            facts,
-            code,
-            app_close=app_close,
-            known_length=known_length,
-            http10_keep_alive=server.http10_keep_alive,
-        )
-        if decision.close:
+    dh = engine.decision_header
+    if facts.version != 10:
+        # Only HTTP/1.0 needs to know the server before deciding.
+        decision = engine.respond(facts, code, app_close, known_length)
+        if not decision.close and dh is None and not engine.advertises:
+            return start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
+        server, handle = wsgi_server(start_response, None)
+        if server.via_header and decision.close:
+            # The header is the server's only handle (mod_wsgi).
             clean = [*clean, ("Connection", "close")]
-        write = start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
-    else:
         write = start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
         if handle is None:
             server, handle = wsgi_server(start_response, write)
-        decision = engine.respond(
-            facts,
-            code,
-            app_close=app_close,
-            known_length=known_length,
-            http10_keep_alive=server.http10_keep_alive,
-        )
+    else:
+        server, handle = wsgi_server(start_response, None)
+        if server.via_header:
+            decision = engine.respond(facts, code, app_close, known_length, server.http10_keep_alive)
+            if decision.close:
+                clean = [*clean, ("Connection", "close")]
+            write = start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
+        else:
+            write = start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
+            if handle is None:
+                server, handle = wsgi_server(start_response, write)
+            decision = engine.respond(facts, code, app_close, known_length, server.http10_keep_alive)
     if decision.close:
         if handle is None or not server.close(handle, environ):
             where = _describe(start_response, write)
@@ -196,7 +196,12 @@ def _start(
         if ka is not None:
             server.advertise(handle, ka.decode("ascii"))
     if dh is not None and handle is not None:
-        _add_header(server, handle, dh, "close; reason=" + decision.reason if decision.reason else "keep")
+        _add_header(
+            server,
+            handle,
+            dh.decode("ascii"),
+            "close; reason=" + decision.reason if decision.reason else "keep",
+        )
     return write
 
 
