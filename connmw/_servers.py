@@ -248,7 +248,13 @@ class _Waitress(WsgiServer):
         return True
 
     def advertise(self, handle: Any, value: str) -> bool:
-        handle.response_headers.append(("Keep-Alive", value))
+        # waitress closes an HTTP/1.1 response it has to chunk; it knows whether it
+        # will only when the body starts, so Keep-Alive is promised only when the
+        # application gave the length itself.
+        headers = handle.response_headers
+        if not any(name.lower() == "content-length" for name, _ in headers):
+            return False
+        headers.append(("Keep-Alive", value))
         return True
 
 

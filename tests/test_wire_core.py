@@ -203,3 +203,24 @@ def test_http2_bare_app_te_gzip_breaks_hypercorn() -> None:
             assert broken
         finally:
             client.close()
+
+
+def test_waitress_promises_keep_alive_only_where_it_keeps() -> None:
+    """waitress closes a chunked HTTP/1.1 response: no Keep-Alive next to its close."""
+    from connmw import WSGIConnectionMiddleware
+
+    app = WSGIConnectionMiddleware(apps.raw_wsgi, keep_alive_timeout=5)
+    with servers.waitress_thread(app) as port:
+        resp, _, reader = wire.exchange(port, check_close=False)
+        try:
+            assert resp.lines("keep-alive") == ["timeout=5"]
+            assert _connection(resp) == []
+            assert wire.still_open(reader)
+        finally:
+            reader.sock.close()
+        resp, closed, reader = wire.exchange(port, path="/stream")
+        reader.sock.close()
+        assert resp.body == b"".join(apps.STREAM_PARTS)
+        assert _connection(resp) == ["close"]
+        assert resp.lines("keep-alive") == []
+        assert closed
