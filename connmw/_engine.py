@@ -242,7 +242,10 @@ class Engine:
             except Exception:
                 logger.exception("connmw: the on_decision callback raised; the response goes on")
         if decision is not KEEP and logger.isEnabledFor(logging.DEBUG):
-            logger.debug("close %s %s: %s", facts.method, facts.path, decision.reason)
+            if decision.reason == "handler" and facts.handler_reason not in (None, "handler"):
+                logger.debug("close %s %s: handler (%s)", facts.method, facts.path, facts.handler_reason)
+            else:
+                logger.debug("close %s %s: %s", facts.method, facts.path, decision.reason)
         return decision
 
     def _overload(self) -> float:

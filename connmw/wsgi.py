@@ -191,7 +191,7 @@ def _start(
                 "may stay open. No Connection header was sent.",
                 where,
             )
-    elif handle is not None and facts.version == 11:
+    elif handle is not None and facts.version < 20:
         ka = engine.keep_alive_value(facts)
         if ka is not None:
             server.advertise(handle, ka.decode("ascii"))

@@ -409,3 +409,13 @@ def test_starlette_and_fastapi_end_to_end() -> None:
 
     run(go(star))
     run(go(fast))
+
+
+def test_debug_log_carries_the_handler_reason(caplog: pytest.LogCaptureFixture) -> None:
+    async def handler(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        connmw.request_close(scope, "logout")
+        await responder(headers=[CL])(scope, receive, send)
+
+    with caplog.at_level(logging.DEBUG, logger="connmw"):
+        run(call(ConnectionMiddleware(handler), make_scope("/bye")))
+    assert any(r.getMessage() == "close GET /bye: handler (logout)" for r in caplog.records)

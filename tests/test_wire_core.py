@@ -224,3 +224,19 @@ def test_waitress_promises_keep_alive_only_where_it_keeps() -> None:
         assert _connection(resp) == ["close"]
         assert resp.lines("keep-alive") == []
         assert closed
+
+
+def test_waitress_http10_keep_alive_is_advertised() -> None:
+    from connmw import WSGIConnectionMiddleware
+
+    app = WSGIConnectionMiddleware(apps.raw_wsgi, keep_alive_timeout=5, max_requests_per_connection=10)
+    with servers.waitress_thread(app) as port:
+        resp, _, reader = wire.exchange(
+            port, version="HTTP/1.0", headers=[("Connection", "keep-alive")], check_close=False
+        )
+        try:
+            assert _connection(resp) == ["keep-alive"]
+            assert resp.lines("keep-alive") == ["timeout=5, max=9"]
+            assert wire.still_open(reader, version="HTTP/1.0")
+        finally:
+            reader.sock.close()
