@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     (lb.RESULTS / f"scale_out{suffix}.md").parent.mkdir(exist_ok=True)
     (lb.RESULTS / f"scale_out{suffix}.md").write_text(text)
     lb.plot_panels(
-        [(run.variant.label, run.samples, [(run.started, "b3, b4 start"), (run.up, "UP")]) for run in runs],
+        [(run.variant.label, run.samples, [(run.up, "b3, b4 UP")]) for run in runs],
         lb.RESULTS / f"scale_out{suffix}.png",
         suptitle=f"Scale-out behind HAProxy mode {args.mode}: requests/s per backend",
     )
