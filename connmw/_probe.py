@@ -84,7 +84,7 @@ meaning bumps it. ::
           "protocol": "HTTP/1.1",           # "HTTP/1.1", "HTTP/1.0" or "HTTP/2"
           "request_connection": "TE, close",# the request's Connection value, or null
           "requests": 1,                    # requests sent before the close check
-          "status": 200,                    # null when the case failed (see "error")
+          "status": 200,                    # null when no response arrived (see "error")
           "response_version": "HTTP/1.1",   # status-line version; "HTTP/2" for h2
           "headers": {                      # values, one per line, as received
             "connection": ["close"], "keep-alive": [],
@@ -832,10 +832,14 @@ def run_case(target: Target, config: ProbeConfig, spec: CaseSpec) -> CaseResult:
             try:
                 sock.sendall(request)
                 resp = _read_response(wire, config.method, config.timeout)
-            except _CaseFailed as exc:
-                if i == 0:
+            except (_CaseFailed, OSError) as exc:
+                if i == 0 or isinstance(exc, TimeoutError):
                     raise
-                raise _CaseFailed(f"request {i + 1} of {spec.requests} on the connection: {exc}") from None
+                # The server closed (FIN or reset) after an earlier response.
+                detail = (
+                    str(exc) if isinstance(exc, _CaseFailed) else f"connection error: {exc.strerror or exc}"
+                )
+                raise _CaseFailed(f"request {i + 1} of {spec.requests} on the connection: {detail}") from None
             _record(result, resp, config.capture)
         if resp.framing == "close":
             result.closed, result.close_kind, result.closed_after = True, "fin", 0.0
@@ -982,8 +986,8 @@ def _h2_exchange(
             if not state["frames"]:
                 raise _CaseFailed(f"{_NO_H2} (it closed the connection)")
             raise _CaseFailed("the server closed the HTTP/2 connection before the response ended")
-        if "first" not in state:
-            state["first"] = data[:9]
+        if not state.get("checked"):
+            state["checked"] = True
             state["frames"] = data[3:4] == b"\x04"  # an HTTP/2 server's first frame is SETTINGS
         events = conn.receive_data(data)
         for event in events:

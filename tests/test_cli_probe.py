@@ -171,6 +171,12 @@ class Misbehaving:
         if path == "/huge-head":
             conn.sendall(b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 70_000)
             return True
+        if path == "/half-close":  # FIN after the response, then read (and drop) what comes
+            conn.sendall(_response("Connection: close"))
+            conn.shutdown(socket.SHUT_WR)
+            while conn.recv(65536):
+                pass
+            return True
         if path in ("/reset-body", "/reset-head"):
             if path == "/reset-body":
                 conn.sendall(_response(length=False, body=b"abc"))
@@ -615,10 +621,15 @@ def test_several_requests_before_the_check(bad_server: int) -> None:
     assert result.status == 200
     assert result.next_request == "answered"
     # The server closes after the first response: the second request fails.
-    closer = CaseSpec("closer", "closer", connection="close", requests=2)
-    result = run_case(target, config, closer)
+    twice = CaseSpec("twice", "twice", requests=2)
+    result = run_case(parse_url(f"http://127.0.0.1:{bad_server}/half-close"), config, twice)
+    assert result.error == (
+        "request 2 of 2 on the connection: the server closed the connection in the middle of a response"
+    )
+    assert result.status == 200  # the first response is kept
+    result = run_case(parse_url(f"http://127.0.0.1:{bad_server}/reset"), config, twice)
     assert result.error is not None
-    assert result.error.startswith("request 2 of 2 on the connection")
+    assert result.error.startswith("request 2 of 2 on the connection: connection error: "), result.error
 
 
 @contextlib.contextmanager
