@@ -79,8 +79,10 @@ class Engine:
         "_warned",
         "advertises",
         "decision_header",
+        "keep_fast",
         "load",
         "options",
+        "plain",
         "strip_nominated",
         "table",
         "track_in_flight",
@@ -126,6 +128,10 @@ class Engine:
             None if options.decision_header is None else options.decision_header.encode("ascii")
         )
         self.strip_nominated = options.strip_nominated_request_headers
+        #: ``begin`` has nothing to do beyond reading the client's tokens.
+        self.plain = self.table is None and not self._rules and not self.track_in_flight
+        #: A kept HTTP/1.1 response needs no edit and no bookkeeping.
+        self.keep_fast = self._simple and self.decision_header is None and not self.advertises
 
     # -- request side -----------------------------------------------------------
 
@@ -139,11 +145,7 @@ class Engine:
     ) -> RequestFacts:
         facts = RequestFacts(version, method, path)
         if connection_values is not None:
-            tokens = connection_tokens(connection_values, self._max_tokens)
-            if b"close" in tokens:
-                facts.client_close = True
-            if b"keep-alive" in tokens:
-                facts.client_keep_alive = True
+            self.read_client(facts, connection_values)
         if key is not None:
             facts.key = key
             table = self.table
@@ -154,6 +156,14 @@ class Engine:
         if self.track_in_flight:
             self.load.enter()
         return facts
+
+    def read_client(self, facts: RequestFacts, connection_values: list[bytes]) -> None:
+        """Record what the client's ``Connection`` fields ask for."""
+        tokens = connection_tokens(connection_values, self._max_tokens)
+        if b"close" in tokens:
+            facts.client_close = True
+        if b"keep-alive" in tokens:
+            facts.client_keep_alive = True
 
     def _match_rules(self, method: str, path: str) -> tuple[Rule, ...]:
         found: list[Rule] | None = None
@@ -183,19 +193,7 @@ class Engine:
         known_length: bool = True,
         http10_keep_alive: bool = False,
     ) -> Decision:
-        if (
-            self._simple
-            and facts.version == 11
-            and not facts.client_close
-            and not app_close
-            and facts.handler_reason is None
-            and not facts.rules
-            and status not in self._close_on_status
-            and self.load.drain_since is None
-        ):
-            # The common path: with none of the load options on, :func:`decide` would
-            # find no reason to close; say so without building its arguments.
-            facts.decision = KEEP
+        if self._simple and not app_close and self.keeps_plainly(facts, status):
             return KEEP
         rule = None
         for candidate in facts.rules:
@@ -247,6 +245,22 @@ class Engine:
             else:
                 logger.debug("close %s %s: %s", facts.method, facts.path, decision.reason)
         return decision
+
+    def keeps_plainly(self, facts: RequestFacts, status: int) -> bool:
+        """The common path, for an engine with no load option on (``_simple``) and a
+        response whose application said nothing about the connection: True, and the
+        decision recorded, when :func:`decide` would find no reason to close."""
+        if (
+            facts.version == 11
+            and not facts.client_close
+            and facts.handler_reason is None
+            and not facts.rules
+            and status not in self._close_on_status
+            and self.load.drain_since is None
+        ):
+            facts.decision = KEEP
+            return True
+        return False
 
     def _overload(self) -> float:
         p = 0.0

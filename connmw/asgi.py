@@ -116,12 +116,18 @@ class ConnectionMiddleware:
             if values is not None and b"upgrade" in connection_tokens(values, 64):
                 await self.app(scope, receive, send)
                 return
-        key = asgi_connection_key(scope, send) if engine.table is not None else None
         path = scope.get("path", "/")
         root = scope.get("root_path")
         if root and path != root and not path.startswith(root + "/"):
             path = root + path  # an older server: "path" without the mount prefix
-        facts = engine.begin(version, scope.get("method", "GET"), path, values, key)
+        if engine.plain:
+            key = None
+            facts = RequestFacts(version, scope.get("method", "GET"), path)
+            if values is not None:
+                engine.read_client(facts, values)
+        else:
+            key = asgi_connection_key(scope, send) if engine.table is not None else None
+            facts = engine.begin(version, scope.get("method", "GET"), path, values, key)
         scope["connmw"] = facts
         if engine.strip_nominated and values is not None:
             _strip_nominated(scope, values, engine.options)
@@ -189,6 +195,8 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
                 app_keep_alive = value
             elif lname == b"transfer-encoding" or lname == b"proxy-connection":
                 touched = True
+    if not touched and engine.keep_fast and engine.keeps_plainly(facts, status):
+        return message
     # The server's profile matters only for HTTP/1.0 and for a close: the fast path skips it.
     profile = asgi_server_profile(send) if version == 10 else None
     decision = engine.respond(
