@@ -61,8 +61,9 @@ class ConnectionMiddleware:
             keep_alive_timeout=5,
         )
 
-    ``websocket`` and ``lifespan`` scopes, and requests that upgrade the connection,
-    pass through untouched. Per-connection state is keyed on ``scope["client"]`` and
+    ``websocket`` and ``lifespan`` scopes, and ``101 Switching Protocols`` responses,
+    pass through untouched. A request that merely asks to upgrade (``Connection:
+    upgrade``) is handled like any other: the client cannot switch connmw off. Per-connection state is keyed on ``scope["client"]`` and
     ``scope["server"]``: install connmw outside any proxy-headers middleware that
     rewrites them.
     """
@@ -113,9 +114,6 @@ class ConnectionMiddleware:
                         values = [value]
                     else:
                         values.append(value)
-            if values is not None and b"upgrade" in connection_tokens(values, 64):
-                await self.app(scope, receive, send)
-                return
         path = scope.get("path", "/")
         root = scope.get("root_path")
         if root and path != root and not path.startswith(root + "/"):
@@ -153,7 +151,8 @@ class ConnectionMiddleware:
 
 def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send) -> Message:
     status = message.get("status", 200)
-    if not isinstance(status, int):
+    if not isinstance(status, int) or status == 101:
+        # A protocol switch belongs to the server; an odd status is the server's to reject.
         return message
     headers = message.get("headers") or ()
     if type(headers) is not list and type(headers) is not tuple:

@@ -96,8 +96,6 @@ class WSGIConnectionMiddleware:
         values = None
         if raw:
             values = [raw.encode("latin-1", "replace")]
-            if b"upgrade" in connection_tokens(values, 64) and environ.get("HTTP_UPGRADE"):
-                return self.app(environ, start_response)
         key = wsgi_connection_key(environ, start_response) if engine.table is not None else None
         facts = engine.begin(
             version,
@@ -139,6 +137,10 @@ def _start(
     try:
         code = int(status[:3])
     except (TypeError, ValueError):
+        code = 0
+    if code == 101 or not 100 <= code <= 999:
+        # A protocol switch (its Connection and Upgrade headers included) belongs to the
+        # server; a status that is not one is the server's to reject.
         return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
     app_close = False
     known_length = code < 200 or code in _NO_BODY_STATUS or facts.method == "HEAD"

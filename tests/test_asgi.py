@@ -275,19 +275,21 @@ def test_other_scopes_pass_through(kind: str) -> None:
     assert seen[0][1] is send
 
 
-def test_upgrade_request_passes_through() -> None:
-    seen: list[Any] = []
+def test_upgrade_request_cannot_switch_connmw_off() -> None:
+    """A client's Connection: upgrade is no bypass: the response is still cleaned."""
+    app = ConnectionMiddleware(responder(headers=[CL, (b"transfer-encoding", b"chunked")]), rules=[Rule("/")])
+    scope = make_scope(headers=[(b"connection", b"Upgrade, close"), (b"upgrade", b"h2c")])
+    sent = run(call(app, scope))
+    assert header_lines(sent, b"transfer-encoding") == []
+    assert header_lines(sent, b"connection") == [b"close"]
+    assert "connmw" in scope
 
-    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        seen.append(send)
 
-    async def send(message: MutableMapping[str, Any]) -> None:
-        pass
-
-    scope = make_scope(headers=[(b"connection", b"Upgrade"), (b"upgrade", b"h2c")])
-    run(ConnectionMiddleware(app)(scope, _no_receive, send))
-    assert seen == [send]
-    assert "connmw" not in scope
+def test_switching_protocols_response_passes_untouched() -> None:
+    headers = [(b"connection", b"Upgrade"), (b"upgrade", b"h2c")]
+    app = ConnectionMiddleware(responder(status=101, headers=headers, body=b""), rules=[Rule("/")])
+    sent = run(call(app, make_scope(headers=[(b"connection", b"Upgrade"), (b"upgrade", b"h2c")])))
+    assert sent[0]["headers"] == headers
 
 
 def test_streaming_body_is_byte_identical() -> None:

@@ -179,8 +179,17 @@ def test_upgrade_and_nested_pass_through() -> None:
     capture = Capture()
     env = create_environ(headers={"Connection": "Upgrade", "Upgrade": "websocket"})
     WSGIConnectionMiddleware(app)(env, capture)
-    assert inner_calls == [capture]
-    assert "connmw" not in env
+    assert len(inner_calls) == 1
+    # The 101 and its own Connection/Upgrade headers reach the server untouched.
+    assert capture.calls == [
+        ("101 Switching Protocols", [("Connection", "Upgrade"), ("Upgrade", "websocket")], None)
+    ]
+    # An upgrade request answered normally is no bypass: hop-by-hop headers still go.
+    mw = WSGIConnectionMiddleware(
+        responder(headers=[("Transfer-Encoding", "chunked"), ("Content-Length", "2")])
+    )
+    capture3, _ = call(mw, headers={"Connection": "Upgrade", "Upgrade": "websocket"})
+    assert capture3.calls[0][1] == [("Content-Length", "2")]
     # Nested: the inner instance leaves the work to the outer one.
     mw = WSGIConnectionMiddleware(WSGIConnectionMiddleware(responder(headers=[("Connection", "close")])))
     capture2, _ = call(mw)

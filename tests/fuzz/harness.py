@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from connmw import ConnectionMiddleware, WSGIConnectionMiddleware
-from connmw._headers import H2_FORBIDDEN, WSGI_HOP_BY_HOP, connection_tokens
+from connmw._headers import H2_FORBIDDEN, WSGI_HOP_BY_HOP
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -113,12 +113,12 @@ def asgi_run(app: Any, scope: Message) -> list[Message]:
     return sent
 
 
-def is_bypass_asgi(request_headers: Headers, http_version: str) -> bool:
-    """Requests connmw hands to the application untouched (an upgrade on HTTP/1.x)."""
-    if http_version in ("2", "2.0", "3", "3.0"):
-        return False
-    values = [v for k, v in request_headers if k == b"connection"]
-    return bool(values) and b"upgrade" in connection_tokens(values, 64)
+def is_bypass_asgi(status: object) -> bool:
+    """Responses connmw hands to the server untouched: a protocol switch (101).
+
+    A request that only asks to upgrade is no bypass: the client cannot switch
+    connmw off."""
+    return status == 101
 
 
 def check_asgi(
@@ -150,7 +150,7 @@ def check_asgi(
         assert not bad(name) and not bad(value), (name, value)
     # connmw adds only its own lines: connection, keep-alive (or the debug header).
     assert {n for n, _ in added} <= {b"connection", b"keep-alive", b"x-connmw"}, added
-    if is_bypass_asgi(request_headers, http_version):
+    if is_bypass_asgi(status):
         assert headers == list(app_headers)
         return out
     version_is_h2 = http_version in ("2", "2.0", "3", "3.0")
@@ -271,11 +271,9 @@ def wsgi_run(app: Any, environ: dict[str, Any]) -> tuple[CaptureStartResponse, b
     return capture, body
 
 
-def is_bypass_wsgi(environ: dict[str, Any]) -> bool:
-    raw = environ.get("HTTP_CONNECTION")
-    if not raw or not environ.get("HTTP_UPGRADE"):
-        return False
-    return b"upgrade" in connection_tokens([raw.encode("latin-1", "replace")], 64)
+def is_bypass_wsgi(status: str) -> bool:
+    """A protocol switch (101) goes to the server untouched, its headers included."""
+    return status[:3] == "101"
 
 
 def check_wsgi(
@@ -288,7 +286,7 @@ def check_wsgi(
     options: dict[str, Any],
 ) -> list[tuple[str, str]]:
     environ = wsgi_environ(request_headers, protocol, method)
-    bypass = is_bypass_wsgi(environ)
+    bypass = is_bypass_wsgi(status)
     mw = WSGIConnectionMiddleware(wsgi_responder(status, app_headers, body), **options)
     capture, out_body = wsgi_run(mw, environ)
     assert out_body == b"".join(body)
