@@ -423,6 +423,9 @@ class Options:
         for name in prh:
             if not isinstance(name, str) or not name:
                 raise TypeError(f"protected_request_headers must contain header names (str), got {name!r}")
+            if not _METHOD_RE.match(name):
+                # Header names and method names share the token grammar (RFC 9110 §5.1).
+                raise ValueError(f"protected_request_headers must contain header names, got {name!r}")
             names.add(name.lower())
         object.__setattr__(self, "protected_request_headers", frozenset(names))
         _check_number(

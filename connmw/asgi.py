@@ -236,6 +236,8 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
         elif app_keep_alive is not None and not has_forbidden_chars(app_keep_alive):
             out.append((b"keep-alive", app_keep_alive))
     if dh is not None:
+        # One debug line, connmw's own: applying connmw twice gives the same result.
+        out = [item for item in out if item[0].lower() != dh]
         out.append((dh, b"close; reason=" + decision.reason.encode() if decision.reason else b"keep"))
     if close:
         if profile is None:
@@ -280,6 +282,7 @@ def _clean_h2(engine: Engine, message: Message, headers: Any, reason: str | None
             continue
         out.append(item)
     if dh is not None:
+        out = [item for item in out if item[0].lower() != dh]
         out.append((dh, b"keep"))
     new = dict(message)
     new["headers"] = out

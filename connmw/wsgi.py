@@ -122,7 +122,7 @@ class WSGIConnectionMiddleware:
             raise
         if not engine.track_in_flight:
             return result
-        return _Closing(result, engine, facts)
+        return (_SizedClosing if hasattr(result, "__len__") else _Closing)(result, engine, facts)
 
 
 def _start(
@@ -137,10 +137,10 @@ def _start(
     try:
         code = int(status[:3])
     except (TypeError, ValueError):
-        code = 0
-    if code == 101 or not 100 <= code <= 999:
-        # A protocol switch (its Connection and Upgrade headers included) belongs to the
-        # server; a status that is not one is the server's to reject.
+        # Not a status: the server's to reject.
+        return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+    if code == 101:
+        # A protocol switch, its Connection and Upgrade headers included, belongs to the server.
         return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
     app_close = False
     known_length = code < 200 or code in _NO_BODY_STATUS or facts.method == "HEAD"
@@ -244,6 +244,16 @@ class _Closing:
                 close()
         finally:
             self._engine.end(self._facts)
+
+
+class _SizedClosing(_Closing):
+    """As :class:`_Closing`, for a result with a length: servers look for ``__len__``
+    to set Content-Length on one-part bodies (PEP 3333), so it stays visible."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._result)  # type: ignore[arg-type]
 
 
 _ALWAYS_PROTECTED = frozenset(("HOST", "AUTHORIZATION", "COOKIE", "FORWARDED", "CONNECTION"))

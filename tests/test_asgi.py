@@ -421,3 +421,13 @@ def test_debug_log_carries_the_handler_reason(caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.DEBUG, logger="connmw"):
         run(call(ConnectionMiddleware(handler), make_scope("/bye")))
     assert any(r.getMessage() == "close GET /bye: handler (logout)" for r in caplog.records)
+
+
+def test_decision_header_is_connmws_own_line() -> None:
+    app = ConnectionMiddleware(responder(headers=[CL, (b"X-Connmw", b"forged")]), decision_header="x-connmw")
+    for version in ("1.1", "2"):
+        sent = run(call(app, make_scope(http_version=version)))
+        assert header_lines(sent, b"x-connmw") == [b"keep"]
+    twice = ConnectionMiddleware(app, decision_header="x-connmw")
+    sent = run(call(twice, make_scope(headers=[(b"connection", b"close")])))
+    assert header_lines(sent, b"x-connmw") == [b"close; reason=client"]

@@ -262,3 +262,20 @@ def test_wsgi_server_detection_follows_wrapped_chains() -> None:
     assert server.name == "gunicorn" and handle is resp
     server, handle = wsgi_server(lambda *a: None, lambda b: None)
     assert server.name == "unknown" and handle is None
+
+
+def test_counted_result_keeps_its_length() -> None:
+    mw = WSGIConnectionMiddleware(responder(body=[b"one"]), overload_soft_limit=1, overload_hard_limit=3)
+    result = mw(create_environ(), Capture())
+    assert len(result) == 1  # type: ignore[arg-type]
+    result.close()  # type: ignore[attr-defined]
+    mw = WSGIConnectionMiddleware(responder(body=iter([b"x"])), overload_soft_limit=1, overload_hard_limit=3)
+    result = mw(create_environ(), Capture())
+    assert not hasattr(result, "__len__")
+    result.close()  # type: ignore[attr-defined]
+    assert mw.engine.load.in_flight == 0
+
+
+def test_protected_names_must_be_header_names() -> None:
+    with pytest.raises(ValueError, match="protected_request_headers"):
+        WSGIConnectionMiddleware(responder(), protected_request_headers={"x-€"})
