@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import get_args
 
 from ._policy import Reason, Rule
 
@@ -36,23 +37,9 @@ class Decision:
 
 
 KEEP = Decision(False, None)
-CLOSE: dict[Reason, Decision] = {
-    r: Decision(True, r)
-    for r in (
-        "client",
-        "http-1.0",
-        "app",
-        "handler",
-        "rule",
-        "status",
-        "max-requests",
-        "max-age",
-        "overload",
-        "drain",
-    )
-}
+CLOSE: dict[Reason, Decision] = {r: Decision(True, r) for r in get_args(Reason)}
 
-_VERSIONS = {"1.1": 11, "1.0": 10, "1": 10, "2": 20, "2.0": 20, "3": 30, "3.0": 30, "0.9": 10}
+VERSION_CODES = {"1.1": 11, "1.0": 10, "1": 10, "2": 20, "2.0": 20, "3": 30, "3.0": 30, "0.9": 10}
 
 
 def version_code(http_version: object) -> int:
@@ -65,7 +52,7 @@ def version_code(http_version: object) -> int:
     if isinstance(http_version, str):
         if http_version.startswith("HTTP/"):
             http_version = http_version[5:]
-        return _VERSIONS.get(http_version, 11)
+        return VERSION_CODES.get(http_version, 11)
     return 11
 
 

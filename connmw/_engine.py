@@ -15,7 +15,7 @@ from ._headers import connection_tokens
 from ._policy import Options, Rule
 from ._state import ConnectionTable, ConnState, Load
 
-__all__ = ["Engine", "RequestFacts", "logger"]
+__all__ = ["Controls", "Engine", "RequestFacts", "logger"]
 
 logger = logging.getLogger("connmw")
 
@@ -300,3 +300,31 @@ class Engine:
             return
         self._warned.add(key)
         logger.warning(message, *args, exc_info=exc)
+
+
+class Controls:
+    """What both middlewares offer besides being called: drain, and its state."""
+
+    _engine: Engine
+
+    def drain(self, window: float = 0.0) -> None:
+        """From now on, close the connection after each HTTP/1.x response.
+
+        With ``window`` (seconds), the probability to close rises from 0 to 1 over
+        the window, so clients do not all reconnect at once. Safe from any thread.
+        """
+        if isinstance(window, bool) or not isinstance(window, (int, float)) or window < 0:
+            raise ValueError(f"drain window must be a number of seconds >= 0, got {window!r}")
+        self._engine.drain(float(window))
+
+    def stop_draining(self) -> None:
+        """Undo :meth:`drain`."""
+        self._engine.load.stop_draining()
+
+    @property
+    def draining(self) -> bool:
+        return self._engine.load.drain_since is not None
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine

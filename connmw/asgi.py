@@ -22,7 +22,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ._api import join_outer
-from ._engine import Engine, RequestFacts
+from ._decide import VERSION_CODES
+from ._engine import Controls, Engine, RequestFacts
 from ._headers import H2_FORBIDDEN, connection_tokens, has_forbidden_chars, is_token
 from ._policy import Options
 from ._servers import asgi_server_profile
@@ -36,14 +37,13 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_VERSIONS = {"1.1": 11, "1.0": 10, "1": 10, "2": 20, "2.0": 20, "3": 30, "3.0": 30}
 #: Lengths of the response header names connmw looks at; others are skipped unread.
 _WATCH_LEN = frozenset((10, 16, 17))
 _WATCH_LEN_H10 = _WATCH_LEN | {14}
 _NO_BODY_STATUS = frozenset((204, 304))
 
 
-class ConnectionMiddleware:
+class ConnectionMiddleware(Controls):
     """Manage the HTTP ``Connection`` header of an ASGI application.
 
     :param app: the ASGI 3 application to wrap (first, so Starlette's
@@ -73,28 +73,6 @@ class ConnectionMiddleware:
         self.options = Options.from_kwargs("ConnectionMiddleware", options)
         self._engine = Engine(self.options)
 
-    def drain(self, window: float = 0.0) -> None:
-        """From now on, close the connection after each HTTP/1.x response.
-
-        With ``window`` (seconds), the probability to close rises from 0 to 1 over
-        the window, so clients do not all reconnect at once. Safe from any thread.
-        """
-        if isinstance(window, bool) or not isinstance(window, (int, float)) or window < 0:
-            raise ValueError(f"drain window must be a number of seconds >= 0, got {window!r}")
-        self._engine.drain(float(window))
-
-    def stop_draining(self) -> None:
-        """Undo :meth:`drain`."""
-        self._engine.load.stop_draining()
-
-    @property
-    def draining(self) -> bool:
-        return self._engine.load.drain_since is not None
-
-    @property
-    def engine(self) -> Engine:
-        return self._engine
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -105,7 +83,7 @@ class ConnectionMiddleware:
             await self.app(scope, receive, send)
             return
         engine = self._engine
-        version = _VERSIONS.get(scope.get("http_version", "1.1"), 11)
+        version = VERSION_CODES.get(scope.get("http_version", "1.1"), 11)
         values: list[bytes] | None = None
         if version < 20:
             for name, value in scope["headers"]:

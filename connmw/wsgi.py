@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._api import join_outer
 from ._decide import version_code
-from ._engine import Engine, RequestFacts
+from ._engine import Controls, Engine, RequestFacts
 from ._headers import WSGI_HOP_BY_HOP, connection_tokens
 from ._policy import Options
 from ._servers import wsgi_server
@@ -39,7 +39,7 @@ _WATCH_LEN = frozenset(len(n) for n in WSGI_HOP_BY_HOP) | {len("content-length")
 _NO_BODY_STATUS = frozenset((204, 304))
 
 
-class WSGIConnectionMiddleware:
+class WSGIConnectionMiddleware(Controls):
     """Manage the HTTP ``Connection`` header of a WSGI application.
 
     :param app: the WSGI application to wrap.
@@ -65,25 +65,6 @@ class WSGIConnectionMiddleware:
         self.app = app
         self.options = Options.from_kwargs("WSGIConnectionMiddleware", options)
         self._engine = Engine(self.options)
-
-    def drain(self, window: float = 0.0) -> None:
-        """From now on, close the connection after each HTTP/1.x response (see
-        :meth:`connmw.ConnectionMiddleware.drain`). Safe from any thread."""
-        if isinstance(window, bool) or not isinstance(window, (int, float)) or window < 0:
-            raise ValueError(f"drain window must be a number of seconds >= 0, got {window!r}")
-        self._engine.drain(float(window))
-
-    def stop_draining(self) -> None:
-        """Undo :meth:`drain`."""
-        self._engine.load.stop_draining()
-
-    @property
-    def draining(self) -> bool:
-        return self._engine.load.drain_since is not None
-
-    @property
-    def engine(self) -> Engine:
-        return self._engine
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         outer = environ.get("connmw")
