@@ -41,6 +41,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _WATCH_LEN = frozenset((10, 16, 17))
 _WATCH_LEN_H10 = _WATCH_LEN | {14}
 _NO_BODY_STATUS = frozenset((204, 304))
+_CLOSE_LINE = (b"connection", b"close")
+_KEEP_ALIVE_LINE = (b"connection", b"keep-alive")
 
 
 class ConnectionMiddleware(Controls):
@@ -185,28 +187,38 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
         return message
     keep_alive = None if close else engine.keep_alive_value(facts)
 
-    out: list[Any] = []
-    for item in headers:
-        name = item[0]
-        if len(name) in _WATCH_LEN:
-            lname = name.lower()
-            if (
-                lname == b"connection"
-                or lname == b"transfer-encoding"
-                or lname == b"proxy-connection"
-                or lname == b"keep-alive"
-            ):
-                continue
-        out.append(item)
+    if touched:
+        out: list[Any] = []
+        for item in headers:
+            name = item[0]
+            if len(name) in _WATCH_LEN:
+                lname = name.lower()
+                if (
+                    lname == b"connection"
+                    or lname == b"transfer-encoding"
+                    or lname == b"proxy-connection"
+                    or lname == b"keep-alive"
+                ):
+                    continue
+            out.append(item)
+    else:
+        out = list(headers)  # nothing to take out: only lines to add
     # Only well-formed tokens from the application are copied into the line connmw writes.
     tokens = (
-        [t for t in app_tokens if t != b"close" and t != b"keep-alive" and is_token(t)] if app_tokens else []
+        [t for t in app_tokens if t != b"close" and t != b"keep-alive" and is_token(t)]
+        if app_tokens
+        else None
     )
-    if close:
-        tokens.append(b"close")
-    elif version == 10:
-        tokens.append(b"keep-alive")
-    if tokens:
+    if not tokens:
+        if close:
+            out.append(_CLOSE_LINE)
+        elif version == 10:
+            out.append(_KEEP_ALIVE_LINE)
+    else:
+        if close:
+            tokens.append(b"close")
+        elif version == 10:
+            tokens.append(b"keep-alive")
         out.append((b"connection", b", ".join(dict.fromkeys(tokens))))
     if not close:
         if keep_alive is not None:
