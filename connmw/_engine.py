@@ -12,7 +12,7 @@ from typing import Any
 
 from ._decide import KEEP, Decision, decide
 from ._headers import connection_tokens
-from ._policy import Options, Rule
+from ._policy import Options, Rule, match_rules
 from ._state import ConnectionTable, ConnState, Load
 
 __all__ = ["Controls", "Engine", "RequestFacts", "logger"]
@@ -152,7 +152,7 @@ class Engine:
             if table is not None and version < 20:
                 facts.conn = table.begin(key, self._clock())
         if self._rules:
-            facts.rules = self._match_rules(method, path)
+            facts.rules = match_rules(self._rules, method, path)
         if self.track_in_flight:
             self.load.enter()
         return facts
@@ -164,19 +164,6 @@ class Engine:
             facts.client_close = True
         if b"keep-alive" in tokens:
             facts.client_keep_alive = True
-
-    def _match_rules(self, method: str, path: str) -> tuple[Rule, ...]:
-        found: list[Rule] | None = None
-        for rule in self._rules:
-            if rule.matches_request(method, path):
-                if rule.status is None and found is None:
-                    return (rule,)
-                if found is None:
-                    found = []
-                found.append(rule)
-                if rule.status is None:
-                    break
-        return () if found is None else tuple(found)
 
     def end(self, facts: RequestFacts) -> None:
         """The request is over (response sent or the application failed)."""

@@ -207,13 +207,17 @@ def match_rules(rules: tuple[Rule, ...], method: str, path: str) -> tuple[Rule, 
     The list stops at the first rule without a status condition: nothing after it
     can be reached. The first of them whose status matches decides the response.
     """
-    found: list[Rule] = []
+    found: list[Rule] | None = None
     for rule in rules:
         if rule.matches_request(method, path):
+            if rule.status is None and found is None:
+                return (rule,)  # the common case, without a list
+            if found is None:
+                found = []
             found.append(rule)
             if rule.status is None:
                 break
-    return tuple(found)
+    return () if found is None else tuple(found)
 
 
 def _plain_status(value: Any, option: str) -> Any:
