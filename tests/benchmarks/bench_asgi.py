@@ -23,6 +23,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from connmw import ConnectionMiddleware, Rule
+from tests.benchmarks._report import overhead_table
 
 Scope = MutableMapping[str, Any]
 App = Callable[..., Any]
@@ -179,17 +180,8 @@ def run(mix: str, n: int, rounds: int) -> dict[str, float]:
 
 
 def report(mix: str, best: dict[str, float]) -> list[str]:
+    lines = overhead_table(mix, best, "minimal Starlette")
     bare = best["bare app"]
-    star = best["minimal Starlette"]
-    lines = [
-        f"### mix: {mix}",
-        "",
-        "| variant | µs/request | overhead over bare (µs) | overhead / Starlette request |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, t in best.items():
-        over = t - bare
-        lines.append(f"| {name} | {t * 1e6:.2f} | {over * 1e6:+.2f} | {over / star * 100:+.1f}% |")
     connmw = best["connmw defaults"] - bare
     base = best["BaseHTTPMiddleware"] - bare
     lines.append("")

@@ -15,6 +15,7 @@ import flask
 from werkzeug.test import create_environ
 
 from connmw import Rule, WSGIConnectionMiddleware
+from tests.benchmarks._report import overhead_table
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -116,18 +117,7 @@ def run(mix: str, n: int, rounds: int) -> dict[str, float]:
 
 
 def report(mix: str, best: dict[str, float]) -> list[str]:
-    bare_t = best["bare app"]
-    fl = best["minimal Flask"]
-    lines = [
-        f"### mix: {mix}",
-        "",
-        "| variant | µs/request | overhead over bare (µs) | overhead / Flask request |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, t in best.items():
-        over = t - bare_t
-        lines.append(f"| {name} | {t * 1e6:.2f} | {over * 1e6:+.2f} | {over / fl * 100:+.1f}% |")
-    return lines
+    return overhead_table(mix, best, "minimal Flask")
 
 
 def main(argv: list[str] | None = None) -> int:
