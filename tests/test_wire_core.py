@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -240,3 +241,31 @@ def test_waitress_http10_keep_alive_is_advertised() -> None:
             assert wire.still_open(reader, version="HTTP/1.0")
         finally:
             reader.sock.close()
+
+
+def _outer_start_response_wrapper(app: Any) -> Any:
+    """A middleware outside connmw that hides the server's start_response in a plain closure."""
+
+    def outer(environ: Any, start_response: Any) -> Any:
+        def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, ("X-Outer", "1")], exc_info)
+
+        return app(environ, wrapped)
+
+    return outer
+
+
+@pytest.mark.parametrize("where", ["waitress", "wsgiref"])
+def test_close_is_real_behind_an_outer_start_response_wrapper(where: str) -> None:
+    from connmw import WSGIConnectionMiddleware
+
+    app = _outer_start_response_wrapper(WSGIConnectionMiddleware(apps.raw_wsgi))
+    runner = servers.waitress_thread if where == "waitress" else servers.wsgiref_thread
+    with runner(app) as port:
+        resp, closed, reader = wire.exchange(port, headers=[("Connection", "TE, close")])
+        reader.sock.close()
+        assert resp.lines("x-outer") == ["1"]
+        assert resp.body == b"hello"
+        assert closed
+        if where == "waitress":
+            assert _connection(resp) == ["close"]
