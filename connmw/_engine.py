@@ -137,25 +137,22 @@ class Engine:
 
     def begin(
         self,
-        version: int,
-        method: str,
-        path: str,
+        facts: RequestFacts,
         connection_values: list[bytes] | None,
         key: Hashable | None,
-    ) -> RequestFacts:
-        facts = RequestFacts(version, method, path)
+    ) -> None:
+        """Record a new request: the client's tokens, its connection, its rules, the load."""
         if connection_values is not None:
             self.read_client(facts, connection_values)
         if key is not None:
             facts.key = key
             table = self.table
-            if table is not None and version < 20:
+            if table is not None and facts.version < 20:
                 facts.conn = table.begin(key, self._clock())
         if self._rules:
-            facts.rules = match_rules(self._rules, method, path)
+            facts.rules = match_rules(self._rules, facts.method, facts.path)
         if self.track_in_flight:
             self.load.enter()
-        return facts
 
     def read_client(self, facts: RequestFacts, connection_values: list[bytes]) -> None:
         """Record what the client's ``Connection`` fields ask for."""

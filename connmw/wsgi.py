@@ -78,13 +78,12 @@ class WSGIConnectionMiddleware(Controls):
         if raw:
             values = [raw.encode("latin-1", "replace")]
         key = wsgi_connection_key(environ, start_response) if engine.table is not None else None
-        facts = engine.begin(
+        facts = RequestFacts(
             version,
             environ.get("REQUEST_METHOD", "GET"),
             environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
-            values,
-            key,
         )
+        engine.begin(facts, values, key)
         environ["connmw"] = facts
         if values is not None and engine.options.strip_nominated_request_headers:
             _strip_nominated(environ, values, engine.options)

@@ -46,7 +46,9 @@ def engine(clock: Clock | None = None, draw: Any = None, **options: Any) -> Engi
 
 
 def request(eng: Engine, key: Hashable | None = "c1", version: int = 11) -> RequestFacts:
-    return eng.begin(version, "GET", "/", None, key)
+    facts = RequestFacts(version, "GET", "/")
+    eng.begin(facts, None, key)
+    return facts
 
 
 def one(
