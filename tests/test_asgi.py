@@ -431,3 +431,50 @@ def test_decision_header_is_connmws_own_line() -> None:
     twice = ConnectionMiddleware(app, decision_header="x-connmw")
     sent = run(call(twice, make_scope(headers=[(b"connection", b"close")])))
     assert header_lines(sent, b"x-connmw") == [b"close; reason=client"]
+
+
+def test_requests_are_freed_without_the_cycle_collector() -> None:
+    """Servers' send objects hold the scope; connmw must not close a reference cycle
+    through its facts, or every request waits for the cycle collector."""
+    import gc
+
+    class Cycle:
+        def __init__(self, scope: MutableMapping[str, Any]) -> None:
+            self.scope = scope
+
+        async def send(self, message: MutableMapping[str, Any]) -> None:
+            pass
+
+    async def go(app: Any) -> None:
+        for _ in range(50):
+            scope = make_scope(headers=[(b"connection", b"close")])
+            await app(scope, _no_receive_ok, Cycle(scope).send)
+
+    for options in (
+        {},
+        {"max_requests_per_connection": 5, "overload_soft_limit": 1, "overload_hard_limit": 9},
+    ):
+        app = ConnectionMiddleware(responder(headers=[CL]), **options)
+        gc.collect()
+        gc.disable()
+        try:
+            run(go(app))
+            assert gc.collect() == 0
+        finally:
+            gc.enable()
+
+
+async def _no_receive_ok() -> MutableMapping[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def test_send_after_the_application_returned_is_refused() -> None:
+    kept: list[Any] = []
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        kept.append(send)
+        await responder(headers=[CL])(scope, receive, send)
+
+    run(call(ConnectionMiddleware(app), make_scope()))
+    with pytest.raises(RuntimeError, match="after it returned"):
+        run(kept[0]({"type": "http.response.body", "body": b"late"}))
