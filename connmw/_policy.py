@@ -110,7 +110,7 @@ class Rule:
         ``SCRIPT_NAME`` included): ``*`` matches within one segment, ``**`` across
         segments (``/downloads/*``, ``/api/**/export``). ``None`` matches every path.
     :param methods: a method name or a set of them (case-insensitive); ``None``
-        matches every method.
+        matches every method. ``GET`` includes ``HEAD``, as routes do.
     :param status: an int, a ``range`` or a set of ints; ``None`` matches every status.
     :param close: ``True`` closes the connection after a matching response;
         ``False`` exempts matching requests from every close connmw would decide on
@@ -156,6 +156,10 @@ class Rule:
             if not items:
                 raise ValueError("Rule methods must not be empty (use None to match every method)")
             norm_methods = frozenset(m.upper() for m in items)
+            if "GET" in norm_methods:
+                # HEAD is GET without the body (RFC 9110 §9.3.2); frameworks answer it with
+                # the GET route and nginx's limit_except GET allows it too.
+                norm_methods |= {"HEAD"}
         norm_status = None if status is None else _status_set(status, "Rule status")
         if not isinstance(close, bool):
             raise TypeError(f"Rule close must be True or False, not {close!r}")

@@ -178,3 +178,11 @@ def test_decisions_are_shared_constants() -> None:
 )
 def test_version_code(value: object, code: int) -> None:
     assert version_code(value) == code
+
+
+def test_rule_get_includes_head_only() -> None:
+    rule = Rule("/dl/*", methods="get")
+    assert rule.methods == frozenset({"GET", "HEAD"})
+    assert rule.matches_request("HEAD", "/dl/a")
+    assert not rule.matches_request("POST", "/dl/a")
+    assert Rule(methods={"POST"}).methods == frozenset({"POST"})
