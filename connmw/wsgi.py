@@ -102,7 +102,34 @@ class WSGIConnectionMiddleware(Controls):
             raise
         if not engine.track_in_flight:
             return result
+        wrapper_type = environ.get("wsgi.file_wrapper")
+        if (
+            isinstance(wrapper_type, type)
+            and isinstance(result, wrapper_type)
+            and _hook_close(result, engine, facts)
+        ):
+            # The server's own file wrapper stays what it is, so its sendfile path still applies.
+            return result
         return (_SizedClosing if hasattr(result, "__len__") else _Closing)(result, engine, facts)
+
+
+def _hook_close(result: Any, engine: Engine, facts: RequestFacts) -> bool:
+    """Count the request out when the server closes its file wrapper; False when the
+    wrapper cannot take the hook (then connmw wraps the result instead)."""
+    original = getattr(result, "close", None)
+
+    def close() -> None:
+        try:
+            if original is not None:
+                original()
+        finally:
+            engine.end(facts)
+
+    try:
+        result.close = close
+    except AttributeError:
+        return False
+    return True
 
 
 def _start(

@@ -279,3 +279,44 @@ def test_counted_result_keeps_its_length() -> None:
 def test_protected_names_must_be_header_names() -> None:
     with pytest.raises(ValueError, match="protected_request_headers"):
         WSGIConnectionMiddleware(responder(), protected_request_headers={"x-€"})
+
+
+def test_file_wrapper_results_stay_the_servers_own() -> None:
+    """With in-flight counting on, a wsgi.file_wrapper result is not wrapped (servers
+    recognise it by type for sendfile); its close still counts the request out."""
+    import io
+    from wsgiref.util import FileWrapper
+
+    closed: list[bool] = []
+
+    class File(io.BytesIO):
+        def close(self) -> None:
+            closed.append(True)
+            super().close()
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Length", "4")])
+        wrapper: Any = environ["wsgi.file_wrapper"]
+        result: Iterable[bytes] = wrapper(File(b"data"))
+        return result
+
+    class Slotted:
+        __slots__ = ("filelike",)
+
+        def __init__(self, filelike: Any) -> None:
+            self.filelike = filelike
+
+        def __iter__(self) -> Iterator[bytes]:
+            return iter([self.filelike.read()])
+
+    for wrapper_type in (FileWrapper, Slotted):
+        mw = WSGIConnectionMiddleware(app, overload_soft_limit=1, overload_hard_limit=3)
+        environ = create_environ()
+        environ["wsgi.file_wrapper"] = wrapper_type
+        result = mw(environ, Capture())
+        assert mw.engine.load.in_flight == 1
+        assert (type(result) is FileWrapper) == (wrapper_type is FileWrapper)
+        assert b"".join(result) == b"data"
+        result.close()  # type: ignore[attr-defined]
+        assert mw.engine.load.in_flight == 0
+    assert closed == [True]
