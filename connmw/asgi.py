@@ -65,9 +65,11 @@ class ConnectionMiddleware(Controls):
 
     ``websocket`` and ``lifespan`` scopes, and ``101 Switching Protocols`` responses,
     pass through untouched. A request that merely asks to upgrade (``Connection:
-    upgrade``) is handled like any other: the client cannot switch connmw off. Per-connection state is keyed on ``scope["client"]`` and
-    ``scope["server"]``: install connmw outside any proxy-headers middleware that
-    rewrites them.
+    upgrade``) is handled like any other: the client cannot switch connmw off.
+
+    Per-connection state is keyed on the server's own connection object where connmw
+    can reach it, else on ``scope["client"]`` and ``scope["server"]``: install connmw
+    outside any proxy-headers middleware that rewrites them.
     """
 
     def __init__(self, app: ASGIApp, /, **options: Any) -> None:
