@@ -130,8 +130,19 @@ def waitress_thread(app: Any, **kw: Any) -> Iterator[int]:
         wait_for_port(port, 10)
         yield port
     finally:
-        server.close()
+        # Close every dispatcher from inside waitress's own loop (closing them from
+        # here races the loop's select() on the same descriptors); the loop ends
+        # when its map is empty.
+        def stop() -> None:
+            for dispatcher in list(server._map.values()):
+                dispatcher.close()
+
+        server.trigger.pull_trigger(stop)
         thread.join(10)
+        if thread.is_alive():  # pragma: no cover - the loop did not wake: force it
+            server.close()
+            thread.join(10)
+        server.task_dispatcher.shutdown()
 
 
 @contextlib.contextmanager
