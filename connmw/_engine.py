@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from ._decide import KEEP, Decision, decide
-from ._headers import connection_tokens
+from ._headers import PROTECTED_REQUEST_HEADERS, connection_tokens, nominated_to_strip
 from ._policy import Options, Rule, match_rules
 from ._state import ConnectionTable, ConnState, Load
 
@@ -83,6 +83,7 @@ class Engine:
         "load",
         "options",
         "plain",
+        "protected",
         "strip_nominated",
         "table",
         "track_in_flight",
@@ -128,6 +129,9 @@ class Engine:
             None if options.decision_header is None else options.decision_header.encode("ascii")
         )
         self.strip_nominated = options.strip_nominated_request_headers
+        self.protected = PROTECTED_REQUEST_HEADERS | {
+            name.encode("ascii") for name in options.protected_request_headers
+        }
         #: ``begin`` has nothing to do beyond reading the client's tokens.
         self.plain = self.table is None and not self._rules and not self.track_in_flight
         #: A kept HTTP/1.1 response needs no edit and no bookkeeping.
@@ -153,6 +157,10 @@ class Engine:
             facts.rules = match_rules(self._rules, facts.method, facts.path)
         if self.track_in_flight:
             self.load.enter()
+
+    def nominated(self, connection_values: list[bytes]) -> set[bytes]:
+        """Request headers to strip for ``strip_nominated_request_headers``."""
+        return nominated_to_strip(connection_values, self.protected, self._max_tokens)
 
     def read_client(self, facts: RequestFacts, connection_values: list[bytes]) -> None:
         """Record what the client's ``Connection`` fields ask for."""

@@ -30,8 +30,10 @@ from collections.abc import Iterable
 __all__ = [
     "H1_APP_HOP_BY_HOP",
     "H2_FORBIDDEN",
+    "PROTECTED_REQUEST_HEADERS",
     "WSGI_HOP_BY_HOP",
     "connection_tokens",
+    "nominated_to_strip",
     "has_forbidden_chars",
     "is_token",
 ]
@@ -119,3 +121,23 @@ def has_forbidden_chars(value: bytes) -> bool:
 def is_token(value: bytes) -> bool:
     """True when ``value`` is an RFC 9110 token (safe to write into a header)."""
     return _TOKEN.match(value) is not None
+
+
+#: Request headers a client's ``Connection`` field can never make connmw strip: a
+#: proxy that dropped them would hand the application a different request.
+PROTECTED_REQUEST_HEADERS: frozenset[bytes] = frozenset(
+    (b"host", b"authorization", b"cookie", b"content-length", b"content-type", b"forwarded", b"connection")
+)
+
+
+def nominated_to_strip(values: list[bytes], protected: frozenset[bytes], limit: int) -> set[bytes]:
+    """The lowercase request header names the client's ``Connection`` fields nominate,
+    less the connection options themselves, ``protected`` and ``X-Forwarded-*``."""
+    return {
+        name
+        for name in connection_tokens(values, limit)
+        if name != b"close"
+        and name != b"keep-alive"
+        and name not in protected
+        and not name.startswith(b"x-forwarded-")
+    }

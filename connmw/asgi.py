@@ -110,7 +110,9 @@ class ConnectionMiddleware(Controls):
             engine.begin(facts, values, key)
         scope["connmw"] = facts
         if engine.strip_nominated and values is not None:
-            _strip_nominated(scope, values, engine.options)
+            nominated = engine.nominated(values)
+            if nominated:
+                scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() not in nominated]
         try:
             await self.app(scope, receive, facts.send)
         except BaseException:
@@ -301,22 +303,3 @@ def _clean_h2(engine: Engine, message: Message, headers: Any, reason: str | None
     new = dict(message)
     new["headers"] = out
     return new
-
-
-_ALWAYS_PROTECTED = frozenset(
-    (b"host", b"authorization", b"cookie", b"content-length", b"content-type", b"forwarded", b"connection")
-)
-
-
-def _strip_nominated(scope: Scope, values: list[bytes], options: Options) -> None:
-    nominated = set(connection_tokens(values, options.max_connection_tokens))
-    nominated.discard(b"close")
-    nominated.discard(b"keep-alive")
-    protected = {p.encode("latin-1", "replace") for p in options.protected_request_headers}
-    nominated = {
-        n
-        for n in nominated
-        if n not in _ALWAYS_PROTECTED and n not in protected and not n.startswith(b"x-forwarded-")
-    }
-    if nominated:
-        scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() not in nominated]

@@ -85,8 +85,9 @@ class WSGIConnectionMiddleware(Controls):
         )
         engine.begin(facts, values, key)
         environ["connmw"] = facts
-        if values is not None and engine.options.strip_nominated_request_headers:
-            _strip_nominated(environ, values, engine.options)
+        if values is not None and engine.strip_nominated:
+            for name in engine.nominated(values):
+                environ.pop("HTTP_" + name.decode("latin-1").upper().replace("-", "_"), None)
 
         def connmw_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             return _start(engine, facts, environ, start_response, status, headers, exc_info)
@@ -261,19 +262,3 @@ class _SizedClosing(_Closing):
 
     def __len__(self) -> int:
         return len(self._result)  # type: ignore[arg-type]
-
-
-_ALWAYS_PROTECTED = frozenset(("HOST", "AUTHORIZATION", "COOKIE", "FORWARDED", "CONNECTION"))
-
-
-def _strip_nominated(environ: WSGIEnvironment, values: list[bytes], options: Options) -> None:
-    protected = {p.upper().replace("-", "_") for p in options.protected_request_headers}
-    for token in connection_tokens(values, options.max_connection_tokens):
-        if token in (b"close", b"keep-alive"):
-            continue
-        name = token.decode("latin-1").upper().replace("-", "_")
-        if name in ("CONTENT_LENGTH", "CONTENT_TYPE"):
-            continue
-        if name in _ALWAYS_PROTECTED or name in protected or name.startswith("X_FORWARDED_"):
-            continue
-        environ.pop("HTTP_" + name, None)
