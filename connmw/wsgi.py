@@ -146,10 +146,10 @@ def _start(
         code = int(status[:3])
     except (TypeError, ValueError):
         # Not a status: the server's to reject.
-        return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+        return _call(start_response, status, headers, exc_info)
     if code == 101:
         # A protocol switch, its Connection and Upgrade headers included, belongs to the server.
-        return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+        return _call(start_response, status, headers, exc_info)
     app_close = False
     known_length = code < 200 or code in _NO_BODY_STATUS or facts.method == "HEAD"
     clean = headers
@@ -168,29 +168,26 @@ def _start(
     if clean is not headers:
         clean = [h for h in headers if h[0].lower() not in WSGI_HOP_BY_HOP]
     dh = engine.decision_header
+    decision = None
     if facts.version != 10:
         # Only HTTP/1.0 needs to know the server before deciding.
         decision = engine.respond(facts, code, app_close, known_length)
         if not decision.close and dh is None and not engine.advertises:
+            # The common path: called directly, not through _call.
             return start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
-        server, handle = wsgi_server(start_response, None)
-        if server.via_header and decision.close:
-            # The header is the server's only handle (mod_wsgi).
+    server, handle = wsgi_server(start_response, None)
+    if server.via_header:
+        # The header is the server's only handle (mod_wsgi): decide first.
+        if decision is None:
+            decision = engine.respond(facts, code, app_close, known_length, server.http10_keep_alive)
+        if decision.close:
             clean = [*clean, ("Connection", "close")]
-        write = start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
+        write = _call(start_response, status, clean, exc_info)
+    else:
+        write = _call(start_response, status, clean, exc_info)
         if handle is None:
             server, handle = wsgi_server(start_response, write)
-    else:
-        server, handle = wsgi_server(start_response, None)
-        if server.via_header:
-            decision = engine.respond(facts, code, app_close, known_length, server.http10_keep_alive)
-            if decision.close:
-                clean = [*clean, ("Connection", "close")]
-            write = start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
-        else:
-            write = start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
-            if handle is None:
-                server, handle = wsgi_server(start_response, write)
+        if decision is None:
             decision = engine.respond(facts, code, app_close, known_length, server.http10_keep_alive)
     if decision.close:
         if handle is None or not server.close(handle, environ):
@@ -213,6 +210,13 @@ def _start(
             "close; reason=" + decision.reason if decision.reason else "keep",
         )
     return write
+
+
+def _call(
+    start_response: Callable[..., Any], status: str, headers: list[tuple[str, str]], exc_info: Any
+) -> Any:
+    """Call the server's ``start_response`` as the application did (``exc_info`` only when given)."""
+    return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
 
 def _add_header(server: Any, handle: Any, name: str, value: str) -> None:
