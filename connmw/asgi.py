@@ -24,7 +24,7 @@ from typing import Any
 from ._api import join_outer
 from ._decide import VERSION_CODES
 from ._engine import Controls, Engine, RequestFacts
-from ._headers import H2_FORBIDDEN, connection_tokens, has_forbidden_chars, is_token
+from ._headers import H1_APP_HOP_BY_HOP, H2_FORBIDDEN, connection_tokens, has_forbidden_chars, is_token
 from ._policy import Options
 from ._servers import asgi_server_profile
 from ._state import asgi_connection_key
@@ -217,15 +217,8 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
         out: list[Any] = []
         for item in headers:
             name = item[0]
-            if len(name) in _WATCH_LEN:
-                lname = name.lower()
-                if (
-                    lname == b"connection"
-                    or lname == b"transfer-encoding"
-                    or lname == b"proxy-connection"
-                    or lname == b"keep-alive"
-                ):
-                    continue
+            if len(name) in _WATCH_LEN and name.lower() in H1_APP_HOP_BY_HOP:
+                continue
             out.append(item)
     else:
         out = list(headers)  # nothing to take out: only lines to add
