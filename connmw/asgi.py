@@ -26,8 +26,8 @@ from ._decide import VERSION_CODES
 from ._engine import Controls, Engine, RequestFacts
 from ._headers import H1_APP_HOP_BY_HOP, H2_FORBIDDEN, connection_tokens, has_forbidden_chars, is_token
 from ._policy import Options
-from ._servers import asgi_server_profile
 from ._state import asgi_connection_key
+from .servers import asgi_server_profile
 
 __all__ = ["ConnectionMiddleware"]
 

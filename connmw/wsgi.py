@@ -5,7 +5,7 @@ Facts
 - PEP 3333: an application or middleware must not pass hop-by-hop headers to
   ``start_response``; wsgiref and waitress turn one into a 500. So connmw removes
   them from the application's headers and makes the close real through the
-  server's own objects (see :mod:`connmw._servers`).
+  server's own objects (see :mod:`connmw.servers`).
 - Multiple ``Connection`` request fields reach the application joined with
   commas in ``HTTP_CONNECTION``.
 - The decision is taken when ``start_response`` is called, before any body byte
@@ -27,8 +27,8 @@ from ._decide import version_code
 from ._engine import Controls, Engine, RequestFacts
 from ._headers import WSGI_HOP_BY_HOP, connection_tokens
 from ._policy import Options
-from ._servers import wsgi_server
 from ._state import wsgi_connection_key
+from .servers import wsgi_server
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

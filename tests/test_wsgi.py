@@ -13,7 +13,7 @@ from werkzeug.test import Client, create_environ
 
 import connmw
 from connmw import Rule, WSGIConnectionMiddleware
-from connmw._servers import wsgi_server
+from connmw.servers import wsgi_server
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment

@@ -93,7 +93,7 @@ def render(results: list[dict[str, Any]]) -> str:
         "## Servers",
         "",
         "connmw makes each announced close real through the server's own objects (see",
-        "`connmw/_servers.py`). Each row below is a real server on loopback, each column a case of",
+        "`connmw/servers/`). Each row below is a real server on loopback, each column a case of",
         "`tests/conformance/` checked on the raw bytes (status, every `Connection`/`Keep-Alive`/",
         "`Transfer-Encoding` line, the body) and on the socket: **closed** means `recv()` returned",
         '`b""` after exactly one `Connection: close` (or, for HTTP/1.0, none), **open** means a second',

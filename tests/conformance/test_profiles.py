@@ -1,4 +1,4 @@
-"""In-process checks of the server profiles in :mod:`connmw._servers`, with the
+"""In-process checks of the server profiles in :mod:`connmw.servers`, with the
 servers' own objects where they can run inside the test process.
 
 The wire-level proof for every server is ``test_conformance.py``; these tests
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from connmw import ConnectionMiddleware, Rule, WSGIConnectionMiddleware
-from connmw._servers import _asgi_profile_for, asgi_server_profile
+from connmw.servers import asgi_profile_for, asgi_server_profile
 from tests.apps import raw_asgi, raw_wsgi
 from tests.conformance import cases
 from tests.conformance.cases import Target
@@ -37,7 +37,7 @@ from tests.conformance.cases import Target
     ],
 )
 def test_asgi_profile_by_module(module: str, name: str) -> None:
-    assert _asgi_profile_for(module).name == name
+    assert asgi_profile_for(module).name == name
 
 
 # --------------------------------------------------------------------------- daphne

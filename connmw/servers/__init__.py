@@ -1,0 +1,141 @@
+"""How a close is made real on each server: one module per server family.
+
+Facts (measured, see SERVERS.md in the design notes; the conformance suite is the
+source of truth)
+-----
+- No server reads an environ key or a scope key to decide persistence; the server
+  is told apart by the type of the objects it hands over (``send``,
+  ``start_response``, ``write``), never by ``SERVER_SOFTWARE``.
+- Each module below states what its server does with an application's
+  ``Connection`` header and which of its objects make a close real.
+
+This package finds the server: :func:`asgi_server_profile` from an ASGI ``send``,
+:func:`wsgi_server` from a WSGI ``start_response``/``write``. Lookups are cached
+per type, bounded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import AsgiProfile, BodyHook, WsgiServer, reachable
+from .cheroot import CHEROOT
+from .daphne import DAPHNE
+from .gunicorn import GUNICORN
+from .mod_wsgi import MOD_WSGI
+from .uvicorn import UVICORN_H11, UVICORN_HTTPTOOLS
+from .waitress import WAITRESS
+from .werkzeug import WERKZEUG, werkzeug_handler
+from .wsgiref import DJANGO, WSGIREF
+
+__all__ = ["AsgiProfile", "BodyHook", "WsgiServer", "asgi_profile_for", "asgi_server_profile", "wsgi_server"]
+
+# --------------------------------------------------------------------------- ASGI
+
+UNKNOWN_ASGI = AsgiProfile("unknown")
+_HYPERCORN = AsgiProfile("hypercorn")
+_GRANIAN = AsgiProfile("granian", http10_keep_alive=True)
+_ASGI_PROFILES: dict[type, AsgiProfile] = {}
+
+
+def asgi_profile_for(module: str) -> AsgiProfile:
+    """The profile of the server whose object lives in ``module``."""
+    if module.startswith("uvicorn.protocols.http.httptools"):
+        return UVICORN_HTTPTOOLS
+    if module.startswith("uvicorn."):
+        return UVICORN_H11
+    if module.startswith("hypercorn."):
+        return _HYPERCORN
+    if module.startswith("granian"):
+        return _GRANIAN
+    if module.startswith("daphne."):
+        return DAPHNE
+    return UNKNOWN_ASGI
+
+
+def _profile_of_type(kind: type) -> AsgiProfile:
+    profile = _ASGI_PROFILES.get(kind)
+    if profile is None:
+        profile = asgi_profile_for(kind.__module__ or "")
+        if len(_ASGI_PROFILES) < 256:
+            _ASGI_PROFILES[kind] = profile
+    return profile
+
+
+def asgi_server_profile(send: Any) -> AsgiProfile:
+    """The profile of the server behind ``send``.
+
+    A bound method is looked up by its owner's type (cached); a partial or a
+    closure (``send`` wrapped by a middleware outside connmw) is searched with
+    bounded effort, the first known server wins.
+    """
+    owner = getattr(send, "__self__", None)
+    if owner is not None:
+        profile = _profile_of_type(type(owner))
+        if profile is not UNKNOWN_ASGI:
+            return profile
+    for candidate in reachable(send):
+        profile = _profile_of_type(type(candidate))
+        if profile is not UNKNOWN_ASGI:
+            return profile
+    return UNKNOWN_ASGI
+
+
+# --------------------------------------------------------------------------- WSGI
+
+UNKNOWN_WSGI = WsgiServer()
+_WSGI_BY_TYPE: dict[type, WsgiServer | None] = {}
+
+
+def _wsgi_server_for(obj: Any) -> WsgiServer | None:
+    kind = type(obj)
+    try:
+        return _WSGI_BY_TYPE[kind]
+    except KeyError:
+        pass
+    server = _wsgi_server_of_type(obj)
+    if len(_WSGI_BY_TYPE) < 256:
+        _WSGI_BY_TYPE[kind] = server
+    return server
+
+
+def _wsgi_server_of_type(obj: Any) -> WsgiServer | None:
+    module = type(obj).__module__ or ""
+    if module.startswith("gunicorn.") and hasattr(obj, "force_close"):
+        return GUNICORN
+    if module.startswith("waitress.") and hasattr(obj, "set_close_on_finish"):
+        return WAITRESS
+    if module.startswith("wsgiref."):
+        return WSGIREF
+    if module.startswith("django.core.servers.") and hasattr(obj, "request_handler"):
+        return DJANGO
+    if module.startswith("cheroot.") and hasattr(obj, "req"):
+        return CHEROOT
+    if module == "mod_wsgi":
+        return MOD_WSGI
+    return None
+
+
+def wsgi_server(start_response: Any, write: Any) -> tuple[WsgiServer, Any]:
+    """Find the server from the objects it handed over.
+
+    Looks at ``start_response.__self__`` and ``write.__self__`` (either may be
+    wrapped by another middleware; ``__wrapped__`` chains are followed).
+    Returns the server and the object to act on; ``(unknown, None)`` when no known
+    server is found.
+    """
+    for fn in (start_response, write):
+        seen = 0
+        while fn is not None and seen < 8:
+            owner = getattr(fn, "__self__", None)
+            if owner is not None:
+                server = _wsgi_server_for(owner)
+                if server is not None:
+                    return server, owner
+            else:
+                handler = werkzeug_handler(fn)
+                if handler is not None:
+                    return WERKZEUG, handler
+            fn = getattr(fn, "__wrapped__", None)
+            seen += 1
+    return UNKNOWN_WSGI, None

@@ -1,0 +1,86 @@
+"""What connmw needs to know about a server: the two base profiles, and how to
+reach the server's own objects behind the callables it hands over."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, MutableMapping
+from types import ModuleType
+from typing import Any
+
+__all__ = ["AsgiProfile", "BodyHook", "WsgiServer", "reachable"]
+
+BodyHook = Callable[[MutableMapping[str, Any]], None]
+
+
+class AsgiProfile:
+    """What connmw needs to know about an ASGI server."""
+
+    __slots__ = ("http10_keep_alive", "name")
+
+    def __init__(self, name: str, http10_keep_alive: bool = False) -> None:
+        self.name = name
+        self.http10_keep_alive = http10_keep_alive
+
+    def close_delimit(self, send: Any) -> BodyHook | None:
+        """Make an HTTP/1.0 response without length go out close-delimited."""
+        return None
+
+    def close(self, send: Any) -> bool:
+        """Make the connection close after this response, beyond the ``connection:
+        close`` line connmw writes; False when that cannot be done. Servers that
+        honour the line need nothing more."""
+        return True
+
+
+class WsgiServer:
+    """How to make a close real (and advertise keep-alive) on one WSGI server."""
+
+    __slots__ = ()
+
+    name = "unknown"
+    #: The server keeps an HTTP/1.0 connection alive when the client asks and the
+    #: response has a length.
+    http10_keep_alive = False
+    #: The server closes after every response anyway.
+    always_closes = False
+    #: The close is made by passing ``Connection: close`` to ``start_response``
+    #: (found from ``start_response`` alone, before it is called).
+    via_header = False
+
+    def close(self, handle: Any, environ: MutableMapping[str, Any]) -> bool:
+        """Make this response the last on its connection; True when it will be."""
+        return self.always_closes
+
+    def advertise(self, handle: Any, value: str) -> bool:
+        """Add ``Keep-Alive: value`` to the response; True when it was added."""
+        return False
+
+
+def reachable(fn: Any, depth: int = 4, budget: int = 32) -> Iterator[Any]:
+    """The objects behind a server callable, nearest first: its ``__self__``, a
+    ``functools.partial``'s arguments and function, ``__wrapped__``, and the
+    callables captured by closures (another middleware's ``send`` wrapper).
+    Bounded in depth and in the number of objects looked at."""
+    queue = [(fn, 0)]
+    while queue and budget > 0:
+        obj, level = queue.pop(0)
+        budget -= 1
+        owner = getattr(obj, "__self__", None)
+        if owner is not None and not isinstance(owner, ModuleType):
+            yield owner
+        if isinstance(obj, functools.partial):
+            yield from obj.args
+            queue.append((obj.func, level))
+        if level >= depth:
+            continue
+        wrapped = getattr(obj, "__wrapped__", None)
+        if wrapped is not None:
+            queue.append((wrapped, level + 1))
+        for cell in getattr(obj, "__closure__", None) or ():
+            try:
+                inner = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if callable(inner) and not isinstance(inner, type):
+                queue.append((inner, level + 1))
