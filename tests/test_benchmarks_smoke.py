@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from typing import Any
 
 import pytest
 
 from tests.benchmarks import bench_asgi, bench_memory, bench_server, bench_wsgi
+from tests.benchmarks._report import option_cost_table
 
 
 @pytest.mark.parametrize("mix", ["keep-alive", "close", "h2", "20-headers"])
@@ -67,3 +69,37 @@ Requests/sec:  50123.45
 def test_server_benchmark_argv() -> None:
     argv = bench_server.SERVERS["uvicorn-httptools"]("connmw", 1234)
     assert argv[-1] == "tests.benchmarks.server_apps:asgi_connmw"
+
+
+def test_option_cost_table_runs() -> None:
+    apps = bench_asgi.option_variants()
+    assert {"bare app", "empty layer", "connmw defaults", "every policy"} <= set(apps)
+    best = bench_asgi.run("keep-alive", n=40, rounds=1, apps=apps)
+    lines = option_cost_table("t", best)
+    assert lines[0] == "### t"
+    # one row per measured variant but the two references
+    assert len(lines) == 4 + len(apps) - 2
+
+
+def test_option_variants_keep_the_connection() -> None:
+    """Each option alone must measure the keep path: no variant may close."""
+    scope = bench_asgi.scope_for("keep-alive")
+    for name, app in bench_asgi.option_variants().items():
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(message)
+
+        asyncio.run(app(dict(scope), bench_asgi._receive, send))
+        headers = dict(sent[0]["headers"])
+        assert headers.get(b"connection") != b"close", name
+
+
+def test_server_benchmark_stops_when_the_spread_is_known() -> None:
+    tight = {"connmw": [0.95, 0.96, 0.95, 0.96, 0.95]}
+    loose = {"connmw": [0.80, 1.10, 0.85, 1.05, 0.95]}
+    assert bench_server.spread_known(tight, rounds=5, min_rounds=5, spread=0.03)
+    assert not bench_server.spread_known(tight, rounds=4, min_rounds=5, spread=0.03)
+    assert not bench_server.spread_known(loose, rounds=5, min_rounds=5, spread=0.03)
+    assert bench_server.quartiles([1.0]) == (1.0, 1.0, 1.0)
+    assert bench_server.quartiles([1.0, 2.0, 3.0])[1] == 2.0

@@ -1,4 +1,4 @@
-"""The table every in-process benchmark prints."""
+"""The tables the in-process benchmarks print."""
 
 from __future__ import annotations
 
@@ -11,10 +11,36 @@ def overhead_table(mix: str, best: dict[str, float], framework: str) -> list[str
     lines = [
         f"### mix: {mix}",
         "",
-        f"| variant | µs/request | overhead over bare (µs) | overhead / {framework.split()[-1]} request |",
+        f"| variant | µs/request | overhead over bare (µs) | overhead / empty layer's "
+        f"| overhead / {framework.split()[-1]} request |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    empty = best["empty layer"] - bare
+    for name, t in best.items():
+        over = t - bare
+        lines.append(
+            f"| {name} | {t * 1e6:.2f} | {over * 1e6:+.2f} | {over / max(empty, 1e-12):.2f}x "
+            f"| {over / frame * 100:+.1f}% |"
+        )
+    return lines
+
+
+def option_cost_table(title: str, best: dict[str, float], defaults: str = "connmw defaults") -> list[str]:
+    """What each option costs alone, over connmw with its defaults, and over an empty
+    layer's overhead (the least any layer costs), from one run."""
+    bare = best["bare app"]
+    base = best[defaults]
+    empty = best["empty layer"] - bare
+    lines = [
+        f"### {title}",
+        "",
+        "| option (alone) | µs/request | cost over defaults (µs) | overhead / empty layer's |",
         "|---|---:|---:|---:|",
     ]
     for name, t in best.items():
-        over = t - bare
-        lines.append(f"| {name} | {t * 1e6:.2f} | {over * 1e6:+.2f} | {over / frame * 100:+.1f}% |")
+        if name in ("bare app", "empty layer"):
+            continue
+        lines.append(
+            f"| {name} | {t * 1e6:.2f} | {(t - base) * 1e6:+.2f} | {(t - bare) / max(empty, 1e-12):.2f}x |"
+        )
     return lines

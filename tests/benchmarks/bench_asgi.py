@@ -4,7 +4,11 @@ Run: ``python -m tests.benchmarks.bench_asgi [--quick]``
 
 Every variant runs the same requests in the same process, best of several rounds;
 the table gives microseconds per request and the overhead each layer adds over the
-bare application, as a share of a minimal Starlette app's per-request time.
+bare application, as a multiple of an empty send-wrapping layer's overhead (the
+least any middleware that sees responses costs) and as a share of a minimal
+Starlette app's per-request time. A last table gives each option's cost alone.
+Mixes: ``h2`` sends four headers HTTP/2 forbids (connmw strips them), ``h2-clean``
+none.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from connmw import ConnectionMiddleware, Rule
-from tests.benchmarks._report import overhead_table
+from connmw import ConnectionMiddleware
+from tests.benchmarks._options import full_options, single_options
+from tests.benchmarks._report import option_cost_table, overhead_table
 
 Scope = MutableMapping[str, Any]
 App = Callable[..., Any]
@@ -84,29 +89,12 @@ def starlette_app() -> Starlette:
     return Starlette(routes=[Route("/", home)])
 
 
-def full_options() -> dict[str, Any]:
-    return {
-        "rules": [
-            Rule("/downloads/*"),
-            Rule("/health", close=False),
-            Rule("/api/**/export", methods={"GET"}),
-        ],
-        "max_requests_per_connection": 1_000_000,
-        "max_requests_jitter": 10,
-        "max_connection_age": 3600.0,
-        "max_connection_age_jitter": 60.0,
-        "overload_soft_limit": 1000,
-        "overload_hard_limit": 2000,
-        "keep_alive_timeout": 5,
-    }
-
-
 def scope_for(mix: str) -> Scope:
     headers = [(b"host", b"example.com"), (b"user-agent", b"bench"), (b"accept", b"*/*")]
     version = "1.1"
     if mix == "close":
         headers.append((b"connection", b"close"))
-    elif mix == "h2":
+    elif mix in ("h2", "h2-clean"):
         version = "2"
     elif mix == "20-headers":
         headers += [(b"x-header-%d" % i, b"value-%d" % i) for i in range(17)]
@@ -124,6 +112,9 @@ def scope_for(mix: str) -> Scope:
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 8000),
     }
+
+
+MIXES = ["keep-alive", "close", "h2", "h2-clean", "20-headers"]
 
 
 async def _receive() -> dict[str, Any]:
@@ -162,8 +153,23 @@ def variants(mix: str) -> dict[str, App]:
     }
 
 
-def run(mix: str, n: int, rounds: int) -> dict[str, float]:
-    apps = variants(mix)
+def option_variants() -> dict[str, App]:
+    """The bare app, an empty layer, connmw's defaults, and each option alone."""
+    bare = make_bare([])
+    apps: dict[str, App] = {
+        "bare app": bare,
+        "empty layer": Empty(bare),
+        "connmw defaults": ConnectionMiddleware(bare),
+    }
+    for name, options in single_options().items():
+        apps[name] = ConnectionMiddleware(bare, **options)
+    apps["every policy"] = ConnectionMiddleware(bare, **full_options())
+    return apps
+
+
+def run(mix: str, n: int, rounds: int, apps: dict[str, App] | None = None) -> dict[str, float]:
+    if apps is None:
+        apps = variants(mix)
     scope = scope_for(mix)
     best = {name: float("inf") for name in apps}
 
@@ -192,12 +198,18 @@ def report(mix: str, best: dict[str, float]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
-    parser.add_argument("--mix", action="append", choices=["keep-alive", "close", "h2", "20-headers"])
+    parser.add_argument("--mix", action="append", choices=MIXES)
+    parser.add_argument(
+        "--options", action="store_true", help="only the per-option cost table (HTTP/1.1 keep-alive)"
+    )
     args = parser.parse_args(argv)
     n, rounds = (2000, 2) if args.quick else (20000, 7)
-    for mix in args.mix or ["keep-alive", "close", "h2", "20-headers"]:
-        print("\n".join(report(mix, run(mix, n, rounds))))
-        print()
+    if not args.options:
+        for mix in args.mix or MIXES:
+            print("\n".join(report(mix, run(mix, n, rounds))))
+            print()
+    title = "each option alone, HTTP/1.1 keep-alive"
+    print("\n".join(option_cost_table(title, run("keep-alive", n, rounds, option_variants()))))
     return 0
 
 

@@ -1,12 +1,18 @@
 """Real servers under wrk: bare vs connmw, interleaved A/B runs.
 
-Run: ``python -m tests.benchmarks.bench_server [--seconds 5] [--rounds 3]``
+Run: ``python -m tests.benchmarks.bench_server [--seconds 5] [--rounds 5] [--max-rounds 12]``
 Needs ``wrk`` (Debian: ``apt-get install wrk``).
 
-uvicorn (httptools) and gunicorn (gthread) each serve a hello-world app, bare and
-wrapped in ``ConnectionMiddleware()`` / ``WSGIConnectionMiddleware()``, on loopback.
-wrk drives each with keep-alive connections; variants alternate A, B, A, B... and
-the table gives the median requests/s and p99 latency of each, and their ratios.
+uvicorn (httptools) and gunicorn (gthread) each serve a hello-world app bare,
+wrapped in ``ConnectionMiddleware()`` / ``WSGIConnectionMiddleware()`` (defaults),
+and with ``max_requests_per_connection=1000`` (wrk's connections reach it, so the
+reconnects are measured too), on loopback. wrk drives each with keep-alive
+connections. A round runs every variant once, in an order that reverses from one
+round to the next; each round gives a ratio per variant (its requests/s and p99
+over the bare app's in the same round). Rounds go on until the ratios' spread is
+known (at least ``--rounds``; more while the interquartile range of any ratio is
+wider than ``--spread``, up to ``--max-rounds``). The table gives the median ratio
+with its range (min-max) over the rounds.
 """
 
 from __future__ import annotations
@@ -96,36 +102,75 @@ def wrk(port: int, seconds: int, connections: int) -> tuple[float, float, int]:
     return parse_wrk(out)
 
 
+VARIANTS = ("bare", "connmw", "cap1000")
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """Lower quartile, median and upper quartile (inclusive method)."""
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def spread_known(ratios: dict[str, list[float]], rounds: int, min_rounds: int, spread: float) -> bool:
+    """Enough rounds, and every ratio's interquartile range within ``spread``."""
+    if rounds < min_rounds:
+        return False
+    return all(q3 - q1 <= spread for q1, _, q3 in (quartiles(r) for r in ratios.values()))
+
+
+def summary(name: str, variant: str, rps: list[float], ratios: list[float], p99s: list[float]) -> str:
+    lo, hi = min(ratios), max(ratios)
+    _, med, _ = quartiles(ratios)
+    _, p99_med, _ = quartiles(p99s)
+    return (
+        f"| {name} | {variant} | {len(ratios)} | {statistics.median(rps):,.0f} | {med:.3f} "
+        f"| {lo:.3f}-{hi:.3f} | {p99_med:.3f} | {min(p99s):.3f}-{max(p99s):.3f} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="bare vs connmw on real servers, under wrk")
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="at least this many rounds")
+    parser.add_argument("--max-rounds", type=int, default=12)
+    parser.add_argument("--spread", type=float, default=0.03, help="interquartile range to reach")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--server", action="append", choices=sorted(SERVERS))
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
-    print("| server | bare req/s | connmw req/s | ratio | bare p99 ms | connmw p99 ms | p99 ratio | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| server | variant | rounds | median req/s | throughput ratio | range | p99 ratio | p99 range |")
+    print("|---|---|---:|---:|---:|---|---:|---|")
     for name in args.server or sorted(SERVERS):
-        results: dict[str, list[tuple[float, float, int]]] = {"bare": [], "connmw": []}
-        for _ in range(args.rounds):
-            for app in ("bare", "connmw"):
+        rps: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        ratios: dict[str, list[float]] = {v: [] for v in VARIANTS[1:]}
+        p99s: dict[str, list[float]] = {v: [] for v in VARIANTS[1:]}
+        errors = 0
+        rounds = 0
+        while rounds < args.max_rounds and not spread_known(ratios, rounds, args.rounds, args.spread):
+            order = VARIANTS if rounds % 2 == 0 else VARIANTS[::-1]
+            got: dict[str, tuple[float, float, int]] = {}
+            for app in order:
                 port = free_port()
                 with subprocess_server(SERVERS[name](app, port), port):
                     wrk(port, 1, args.connections)  # warm-up
-                    results[app].append(wrk(port, args.seconds, args.connections))
+                    got[app] = wrk(port, args.seconds, args.connections)
                 time.sleep(0.5)
-        b_rps = statistics.median(r[0] for r in results["bare"])
-        c_rps = statistics.median(r[0] for r in results["connmw"])
-        b_p99 = statistics.median(r[1] for r in results["bare"])
-        c_p99 = statistics.median(r[1] for r in results["connmw"])
-        errors = sum(r[2] for rs in results.values() for r in rs)
-        print(
-            f"| {name} | {b_rps:.0f} | {c_rps:.0f} | {c_rps / b_rps:.3f} | {b_p99:.2f} | {c_p99:.2f} | "
-            f"{c_p99 / b_p99:.3f} | {errors} |"
-        )
+            rounds += 1
+            for app, (r, p99, e) in got.items():
+                rps[app].append(r)
+                errors += e
+                if app != "bare":
+                    ratios[app].append(r / got["bare"][0])
+                    p99s[app].append(p99 / got["bare"][1])
+        print(f"| {name} | bare | {rounds} | {statistics.median(rps['bare']):,.0f} | 1 | - | 1 | - |")
+        for app in VARIANTS[1:]:
+            print(summary(name, app, rps[app], ratios[app], p99s[app]))
+        if errors:
+            print(f"| {name} | errors (socket + non-2xx, all variants) | {errors} | | | | | |")
     return 0
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import flask
 from werkzeug.test import create_environ
 
-from connmw import Rule, WSGIConnectionMiddleware
+from connmw import WSGIConnectionMiddleware
+from tests.benchmarks._options import full_options
 from tests.benchmarks._report import overhead_table
 
 if TYPE_CHECKING:
@@ -47,22 +48,6 @@ def flask_app() -> flask.Flask:
         return "hello, world"
 
     return app
-
-
-def full_options() -> dict[str, Any]:
-    return {
-        "rules": [
-            Rule("/downloads/*"),
-            Rule("/health", close=False),
-            Rule("/api/**/export", methods={"GET"}),
-        ],
-        "max_requests_per_connection": 1_000_000,
-        "max_requests_jitter": 10,
-        "max_connection_age": 3600.0,
-        "overload_soft_limit": 1000,
-        "overload_hard_limit": 2000,
-        "keep_alive_timeout": 5,
-    }
 
 
 def _start_response(

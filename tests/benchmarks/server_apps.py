@@ -33,3 +33,6 @@ def wsgi_bare(environ: WSGIEnvironment, start_response: StartResponse) -> Iterab
 
 asgi_connmw = ConnectionMiddleware(asgi_bare)
 wsgi_connmw = WSGIConnectionMiddleware(wsgi_bare)
+#: A request cap that wrk's connections reach: reconnects are part of the cost.
+asgi_cap1000 = ConnectionMiddleware(asgi_bare, max_requests_per_connection=1000)
+wsgi_cap1000 = WSGIConnectionMiddleware(wsgi_bare, max_requests_per_connection=1000)
