@@ -177,6 +177,29 @@ def test_http11_app_hop_by_hop_headers_are_merged() -> None:
     assert header_lines(sent, b"keep-alive") == []
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(b"timeout=5\r\nSet-Cookie: evil=1", id="crlf"),
+        pytest.param(b"timeout=5\nSet-Cookie: evil=1", id="lf"),
+        pytest.param(b"timeout=5\rx", id="cr"),
+        pytest.param(b"timeout=5\x00", id="nul"),
+    ],
+)
+def test_apps_keep_alive_with_line_breaks_is_never_copied(value: bytes) -> None:
+    """A kept response copies the application's own ``Keep-Alive`` value only when it
+    cannot split the header block (header injection)."""
+    app = ConnectionMiddleware(responder(headers=[CL, (b"keep-alive", value)]))
+    sent = run(call(app, make_scope()))
+    assert header_lines(sent, b"keep-alive") == []
+    for name, line in sent[0]["headers"]:
+        assert not any(c in name + line for c in b"\r\n\x00"), (name, line)
+    # The same response with a clean value keeps it: the check is on the value, not the header.
+    app = ConnectionMiddleware(responder(headers=[CL, (b"keep-alive", b"timeout=5")]))
+    sent = run(call(app, make_scope()))
+    assert header_lines(sent, b"keep-alive") == [b"timeout=5"]
+
+
 def test_app_connection_close_is_honoured() -> None:
     decisions: list[Any] = []
     app = ConnectionMiddleware(

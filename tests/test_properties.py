@@ -422,14 +422,15 @@ def test_app_transfer_encoding_never_reaches_http1_client_on_uvicorn(http: str) 
         sock = wire.connect(port)
         try:
             reader = wire.Reader(sock)
-            for _ in range(2):
+            for _ in range(3):
                 sock.sendall(wire.build_request("GET", "/"))
                 resp = reader.read_response()
+                # Chunk framing left behind by the previous response would come first.
+                assert resp.raw_head.startswith(b"HTTP/1.1 200 "), resp.raw_head
                 assert resp.lines("transfer-encoding") == []
                 assert resp.lines("content-length") == ["5"]
                 assert resp.body == b"hello"
                 assert len(resp.lines("connection")) <= 1
-                assert b"\r\n0\r\n" not in resp.raw_head
         finally:
             sock.close()
 

@@ -8,6 +8,7 @@ HTTP/1.0; the body is byte for byte what the application sent.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ import pytest
 from tests import apps, servers, wire
 from tests.h2client import H2Client
 
+pytestmark = pytest.mark.server
+
 
 @dataclass
 class Server:
@@ -24,6 +27,8 @@ class Server:
     port: int
     asgi: bool
     keeps_alive: bool = True  # wsgiref closes after every response
+    #: The server keeps an HTTP/1.0 keep-alive connection (so connmw says ``keep-alive``).
+    keeps_http10: bool = False
 
 
 SERVER_NAMES = ["uvicorn-h11", "uvicorn-httptools", "hypercorn", "waitress", "wsgiref", "gunicorn-gthread"]
@@ -39,14 +44,14 @@ def _start(name: str) -> Iterator[Server]:
             yield Server(name, port, asgi=True)
     elif name == "waitress":
         with servers.waitress_thread(apps.wsgi_app) as port:
-            yield Server(name, port, asgi=False)
+            yield Server(name, port, asgi=False, keeps_http10=True)
     elif name == "wsgiref":
         with servers.wsgiref_thread(apps.wsgi_app) as port:
             yield Server(name, port, asgi=False, keeps_alive=False)
     else:
         port = servers.free_port()
         with servers.subprocess_server(servers.gunicorn_argv("tests.apps:wsgi_app", port), port):
-            yield Server(name, port, asgi=False)
+            yield Server(name, port, asgi=False, keeps_http10=True)
 
 
 @pytest.fixture(scope="module", params=SERVER_NAMES)
@@ -106,8 +111,8 @@ def test_http10_keep_alive_is_honest(server: Server) -> None:
     )
     try:
         lines = _connection(resp)
-        assert len(lines) == 1
-        if lines == ["keep-alive"]:
+        if server.keeps_http10:
+            assert lines == ["keep-alive"]
             assert wire.still_open(reader, version="HTTP/1.0")
         else:
             assert lines == ["close"]
@@ -269,3 +274,58 @@ def test_close_is_real_behind_an_outer_start_response_wrapper(where: str) -> Non
         assert closed
         if where == "waitress":
             assert _connection(resp) == ["close"]
+
+
+# -- WSGI and HTTP/1.0 on the servers that keep HTTP/1.0 connections --------------------
+
+_HTTP10_OPTIONS: dict[str, Any] = {"decision_header": "x-connmw", "keep_alive_timeout": 5}
+
+
+@contextlib.contextmanager
+def _wsgi_http10_server(name: str) -> Iterator[int]:
+    if name == "waitress":
+        from connmw import Rule, WSGIConnectionMiddleware
+
+        app = WSGIConnectionMiddleware(apps.raw_wsgi, rules=[Rule("/rule/*")], **_HTTP10_OPTIONS)
+        with servers.waitress_thread(app) as port:
+            yield port
+    else:
+        port = servers.free_port()
+        argv = servers.gunicorn_argv("tests.apps:wsgi_app", port)
+        env = {"CONNMW_TEST_OPTIONS": json.dumps(_HTTP10_OPTIONS)}
+        with servers.subprocess_server(argv, port, env=env):
+            yield port
+
+
+@pytest.mark.parametrize("name", ["waitress", "gunicorn-gthread"])
+def test_wsgi_http10_keep_alive_on_servers_that_keep_it(name: str) -> None:
+    """HTTP/1.0 with ``Connection: keep-alive`` (RFC 9112 §9.3): kept only with a length,
+    said once either way, and what connmw decided (``x-connmw``) is what happens."""
+    ka = [("Connection", "keep-alive")]
+    with _wsgi_http10_server(name) as port:
+        # A length: kept, and said so.
+        resp, _, reader = wire.exchange(port, version="HTTP/1.0", headers=ka, check_close=False)
+        try:
+            assert resp.body == b"hello"
+            assert resp.lines("x-connmw") == ["keep"]
+            assert _connection(resp) == ["keep-alive"]
+            assert resp.lines("keep-alive") == ["timeout=5"]
+            assert wire.still_open(reader, version="HTTP/1.0")
+        finally:
+            reader.sock.close()
+        # No length: the close delimits the body, so the connection cannot be kept.
+        resp, closed, reader = wire.exchange(port, "GET", "/stream", version="HTTP/1.0", headers=ka)
+        reader.sock.close()
+        assert resp.body == b"".join(apps.STREAM_PARTS)
+        assert resp.lines("x-connmw") == ["close; reason=http-1.0"]
+        assert "keep-alive" not in _connection(resp)
+        assert resp.lines("keep-alive") == []
+        assert closed
+        # A rule closes it: exactly one Connection line, and it says close.
+        resp, closed, reader = wire.exchange(port, "GET", "/rule/x", version="HTTP/1.0", headers=ka)
+        reader.sock.close()
+        assert resp.body == b"hello"
+        assert resp.lines("x-connmw") == ["close; reason=rule"]
+        assert _connection(resp) == ["close"], resp.raw_head
+        assert resp.lines("keep-alive") == []
+        assert closed

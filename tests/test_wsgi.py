@@ -81,11 +81,21 @@ def test_hop_by_hop_headers_never_reach_start_response(caplog: pytest.LogCapture
 
 
 def test_clean_headers_are_passed_as_the_same_list() -> None:
-    headers = [("Content-Type", "text/plain"), ("Content-Length", "2")]
-    mw = WSGIConnectionMiddleware(responder(headers=headers))
-    capture, _ = call(mw)
-    assert capture.calls[0][1] is not None
-    assert capture.calls[0][1] == headers
+    given: list[list[tuple[str, str]]] = []
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        headers = [("Content-Type", "text/plain"), ("Content-Length", "2")]
+        given.append(headers)
+        start_response("200 OK", headers)
+        return [b"hi"]
+
+    for options in ({}, {"rules": [Rule("/other")]}):
+        capture, _ = call(WSGIConnectionMiddleware(app, **options))
+        # Nothing to remove: the server gets the application's own list, not a copy.
+        assert capture.calls[0][1] is given[-1]
+    # A header to remove: a new list, the application's left as it was.
+    capture, _ = call(WSGIConnectionMiddleware(responder(headers=[("Content-Length", "2"), ("TE", "x")])))
+    assert capture.calls[0][1] == [("Content-Length", "2")]
 
 
 @pytest.mark.parametrize("value", ["close", "TE, close", "Close", "te,  , CLOSE"])
