@@ -132,7 +132,12 @@ class Reader:
         return resp
 
     def closed(self, timeout: float = 2.0) -> bool:
-        """True when the peer closes (recv returns b"") within ``timeout`` and sends nothing else."""
+        """True when the peer closes (recv returns b"") within ``timeout``, False when
+        it is still open then. Bytes the peer sends after the responses read so far
+        (a stray body, a response nobody asked for) fail the test: a closing
+        connection sends nothing else."""
+        if self.buf:
+            raise AssertionError(f"unexpected bytes after the last response: {self.buf[:200]!r}")
         if self.eof:
             return True
         deadline = time.monotonic() + timeout
@@ -154,6 +159,7 @@ class Reader:
                     self.eof = True
                     return True
                 self.buf += data
+                raise AssertionError(f"unexpected bytes after the last response: {data[:200]!r}")
         finally:
             self.sock.settimeout(old)
 
