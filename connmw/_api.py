@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._engine import Engine, RequestFacts, logger
-from ._policy import match_rules
 
 __all__ = ["join_outer", "request_close"]
 
@@ -113,9 +112,8 @@ def join_outer(engine: Engine, outer: object) -> None:
     """
     if not isinstance(outer, RequestFacts) or outer.decision is not None:
         return
-    rules = engine.options.rules
-    if rules:
-        found = match_rules(rules, outer.method, outer.path)
+    if engine.options.rules:
+        found = engine.match_rules(outer.method, outer.path)
         if found:
             outer.rules = found + outer.rules
     if "nested" not in engine._warned:

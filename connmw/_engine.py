@@ -12,7 +12,7 @@ from typing import Any
 
 from ._decide import KEEP, Decision, decide
 from ._headers import PROTECTED_REQUEST_HEADERS, connection_tokens, nominated_to_strip
-from ._policy import Options, Rule, match_rules
+from ._policy import Options, Rule, RuleMatcher
 from ._state import ConnectionTable, ConnState, Load
 
 __all__ = ["Controls", "Engine", "RequestFacts", "logger"]
@@ -81,6 +81,7 @@ class Engine:
         "decision_header",
         "keep_fast",
         "load",
+        "match_rules",
         "options",
         "plain",
         "protected",
@@ -92,6 +93,8 @@ class Engine:
     def __init__(self, options: Options) -> None:
         self.options = options
         self._rules = options.rules
+        #: The rules that may decide for a method and a path, in order.
+        self.match_rules = RuleMatcher(options.rules)
         self._close_on_status = options.close_on_status
         self._clock = options.clock
         self._random = options.random
@@ -154,7 +157,7 @@ class Engine:
             if table is not None and facts.version < 20:
                 facts.conn = table.begin(key, self._clock())
         if self._rules:
-            facts.rules = match_rules(self._rules, facts.method, facts.path)
+            facts.rules = self.match_rules(facts.method, facts.path)
         if self.track_in_flight:
             self.load.enter()
 

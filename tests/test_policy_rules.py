@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import connmw
 from connmw import (
@@ -22,7 +24,7 @@ from connmw import (
     Rule,
     WSGIConnectionMiddleware,
 )
-from connmw._policy import match_rules
+from connmw._policy import RuleMatcher, match_rules
 
 # -- helpers ------------------------------------------------------------------------
 
@@ -600,3 +602,37 @@ def test_a_nested_instance_after_the_decision_changes_nothing() -> None:
     assert connection(run(mw, scope_for())) == []
     assert seen[0].rules == ()
     assert seen[0].decision == Decision(False, None)
+
+
+_SEGMENTS = st.sampled_from(["a", "b", "api", "x.y", "*", "**", "?", "v1", "export", ""])
+_GLOBS = st.lists(_SEGMENTS, min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts))
+_PATHS = st.lists(st.sampled_from(["a", "b", "api", "x.y", "v1", "export", "ab", ""]), max_size=5).map(
+    lambda parts: "/" + "/".join(parts)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    globs=st.lists(st.one_of(st.none(), _GLOBS), min_size=1, max_size=4),
+    methods=st.sampled_from([None, "GET", "POST"]),
+    method=st.sampled_from(["GET", "HEAD", "POST"]),
+    paths=st.lists(_PATHS, min_size=1, max_size=5),
+)
+def test_rule_matcher_agrees_with_trying_each_rule(
+    globs: list[str | None], methods: str | None, method: str, paths: list[str]
+) -> None:
+    """The combined prefilter never changes which rules may decide."""
+    rules = tuple(Rule(g, methods=methods) for g in globs)
+    matcher = RuleMatcher(rules)
+    for path in paths:
+        assert matcher(method, path) == match_rules(rules, method, path), (rules, path)
+
+
+def test_rule_matcher_prefilter_only_without_catch_all_rules() -> None:
+    with_all = RuleMatcher((Rule("/a"), Rule(None, methods="POST")))
+    assert with_all("POST", "/zzz") == (with_all.rules[1],)
+    only_paths = RuleMatcher((Rule("/a.b"), Rule("/d/*")))
+    assert only_paths("GET", "/aXb") == ()  # the dot is literal
+    assert only_paths("GET", "/a.b") == (only_paths.rules[0],)
+    assert only_paths("GET", "/d/e") == (only_paths.rules[1],)
+    assert only_paths("GET", "/d/e/f") == ()
