@@ -2,7 +2,7 @@
 
 Both servers run in this process, in threads, on loopback sockets bound to free
 ports; both are stopped (and their sockets closed) before the command returns,
-so nothing is left behind. The probe from :mod:`connmw._probe` sends the same
+so nothing is left behind. The probe from :mod:`connmw.probe` sends the same
 requests to both and the differences are printed side by side, each close with
 the reason connmw gave for it (read from the ``x-connmw`` response header that
 the ``decision_header`` option adds).
@@ -21,8 +21,8 @@ from typing import IO, Any
 
 from . import __version__
 from ._policy import Rule
-from ._probe import CaseResult, CaseSpec, ProbeConfig, Report, Style, Target, render_table, run_probe
 from .asgi import ConnectionMiddleware, Receive, Scope, Send
+from .probe import CaseResult, CaseSpec, ProbeConfig, Report, Style, Target, render_table, run_probe
 
 __all__ = ["CASES", "DEMO_OPTIONS", "app", "run"]
 
@@ -249,7 +249,7 @@ def run(out: IO[str], *, color: bool, write: Callable[[IO[str], str], None]) -> 
     try:
         import uvicorn  # noqa: F401
     except ImportError:
-        from ._probe import UsageError
+        from .probe import UsageError
 
         raise UsageError('connmw demo needs uvicorn: pip install "connmw[demo]"') from None
     start = time.monotonic()

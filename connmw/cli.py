@@ -1,7 +1,7 @@
 """The ``connmw`` command.
 
 ``connmw probe URL`` reports what any HTTP server does with the ``Connection``
-header, read off the wire (see :mod:`connmw._probe` for the cases, the findings
+header, read off the wire (see :mod:`connmw.probe` for the cases, the findings
 and the JSON schema); ``connmw demo`` runs a small app under uvicorn with and
 without connmw and shows the difference (see :mod:`connmw._demo`).
 
@@ -146,7 +146,7 @@ def write(stream: IO[str], text: str) -> None:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from . import _probe as p
+    from . import probe as p
 
     target = p.parse_url(args.url)
     config = p.ProbeConfig(
@@ -181,7 +181,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (errors are one line on stderr)."""
-    from ._probe import ProbeError, UsageError
+    from .probe import ProbeError, UsageError
 
     parser = build_parser()
     try:

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from connmw import _demo
-from connmw._probe import CaseResult, ProbeConfig, Report, Style, parse_url
 from connmw.cli import main
+from connmw.probe import CaseResult, ProbeConfig, Report, Style, parse_url
 
 pytestmark = pytest.mark.server
 
@@ -126,7 +126,7 @@ def test_demo_fails_when_connmw_misbehaves(
         return out
 
     broken = results(closed=False)
-    from connmw._probe import evaluate
+    from connmw.probe import evaluate
 
     for r in broken:
         r.findings = evaluate(r.spec, r, 0.5)

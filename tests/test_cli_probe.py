@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from connmw._probe import H2_CASE, ProbeConfig, parse_url, run_case
 from connmw.cli import main
+from connmw.probe import H2_CASE, ProbeConfig, parse_url, run_case
 from tests.apps import asgi_app, raw_asgi
 from tests.servers import (
     free_port,
@@ -612,7 +612,7 @@ def test_silent_server_times_out(bad_server: int, capsys: pytest.CaptureFixture[
 
 
 def test_several_requests_before_the_check(bad_server: int) -> None:
-    from connmw._probe import CaseSpec, ProbeConfig, parse_url, run_case
+    from connmw.probe import CaseSpec, ProbeConfig, parse_url, run_case
 
     target = parse_url(f"http://127.0.0.1:{bad_server}/good")
     config = ProbeConfig(close_wait=0.2, timeout=3)
@@ -738,8 +738,8 @@ def test_connect_failures_exit_2(
 
 def test_later_case_cannot_connect(bad_server: int) -> None:
     """The first case connects; when a later one cannot, it is an error of that case."""
-    from connmw import _probe
-    from connmw._probe import ProbeConfig, ProbeError, parse_url, run_probe
+    from connmw import probe as _probe
+    from connmw.probe import ProbeConfig, ProbeError, parse_url, run_probe
 
     calls: list[str] = []
 
@@ -890,7 +890,7 @@ def test_http2_against_an_http1_server(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_http2_sends_the_given_headers(bad_server: int, capsys: pytest.CaptureFixture[str]) -> None:
-    from connmw._probe import CaseSpec, ProbeConfig, parse_url, run_case
+    from connmw.probe import CaseSpec, ProbeConfig, parse_url, run_case
 
     argv = ["-H", "User-Agent: probe-test", "-H", "Host: example.test", "-H", "X-A: 1", "--http2", *FAST]
     code, report = probe_json(capsys, f"http://127.0.0.1:{bad_server}/h2-good", *argv)
@@ -934,4 +934,7 @@ def test_http2_without_h2_installed(
     for name in ("h2", "h2.config", "h2.connection", "h2.events", "h2.exceptions"):
         monkeypatch.setitem(sys.modules, name, None)
     assert main(["probe", "http://127.0.0.1:9/", "--http2"]) == 2
-    assert capsys.readouterr().err == "connmw: error: --http2 needs the h2 package: pip install h2\n"
+    assert (
+        capsys.readouterr().err
+        == 'connmw: error: --http2 needs the h2 package: pip install "connmw[probe]" (or h2)\n'
+    )

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from connmw import _probe
-from connmw._probe import (
+from connmw import probe as _probe
+from connmw.cli import main, use_color, write
+from connmw.probe import (
     CASES,
     H2_CASE,
     SCHEMA,
@@ -24,7 +25,6 @@ from connmw._probe import (
     parse_header,
     parse_url,
 )
-from connmw.cli import main, use_color, write
 
 # -- the command line ---------------------------------------------------------------------
 
