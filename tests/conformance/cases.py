@@ -223,6 +223,19 @@ def http10_keep_alive(target: Target) -> str:
         reader.sock.close()
 
 
+def http10_keep_alive_rule(target: Target) -> str:
+    """HTTP/1.0 with ``Connection: keep-alive`` to a route whose rule closes: closed,
+    said once (no ``keep-alive`` next to the close)."""
+    _h1_only(target)
+    resp, reader = exchange(target, "/rule/x", "HTTP/1.0", headers=[("Connection", "keep-alive")])
+    try:
+        check_message(resp, "HTTP/1.0", HELLO)
+        assert "keep-alive" not in tokens(resp), f"keep-alive on a closing response: {resp.raw_head!r}"
+        return check_closed(resp, reader, "HTTP/1.0")
+    finally:
+        reader.sock.close()
+
+
 def stream_http10(target: Target) -> str:
     """A streamed body without length to HTTP/1.0: raw bytes, delimited by the close."""
     _h1_only(target)
@@ -316,6 +329,7 @@ CASES: dict[str, Callable[[Target], str]] = {
     "two-fields": client_two_fields,
     "http10-plain": http10_plain,
     "http10-keep-alive": http10_keep_alive,
+    "http10-keep-alive-rule": http10_keep_alive_rule,
     "stream-http10": stream_http10,
     "stream-http11": stream_http11,
     "rule": rule,

@@ -50,6 +50,50 @@ class Spec:
     available: Callable[[], str | None] = lambda: None
     #: How connmw makes the close real here, and what differs (for the README).
     notes: str = ""
+    #: case id -> what this server does where it differs from the default of its kind
+    #: (see :func:`expected`).
+    differs: dict[str, str] = field(default_factory=dict)
+
+
+#: What a case observes on an HTTP/1.x server that keeps connections open.
+H1_DEFAULT: dict[str, str] = {
+    "http11-plain": "open",
+    "close": "closed",
+    "te-close": "closed",
+    "Close": "closed",
+    "two-fields": "closed",
+    "http10-plain": "closed",
+    "http10-keep-alive": "closed",
+    "http10-keep-alive-rule": "closed",
+    "stream-http10": "closed",
+    "stream-http11": "open (chunked)",
+    "rule": "closed",
+    "handler": "closed",
+    "hop": "open",
+    "pipelined": "closed",
+}
+#: The cases with an HTTP/2 form; the others do not apply there.
+H2_CASES = ("http11-plain", "stream-http11", "rule", "handler", "hop", "pipelined")
+
+
+def expected(spec: Spec) -> dict[str, str | None]:
+    """What each case must observe on ``spec``'s server (None: the case does not apply).
+
+    The conformance tests assert it and the README's table is rendered from it, so the
+    table says what the suite checks: a server that starts keeping (or closing) what it
+    did not fails its row until this says otherwise.
+    """
+    if spec.protocol != "h1":
+        out: dict[str, str | None] = {case: ("open" if case in H2_CASES else None) for case in H1_DEFAULT}
+    elif spec.always_closes:
+        out = dict.fromkeys(H1_DEFAULT, "closed")
+        out["stream-http11"] = "closed (chunked)"
+    else:
+        out = dict(H1_DEFAULT)
+    unknown = set(spec.differs) - set(out)
+    assert not unknown, f"{spec.id}: no such case {sorted(unknown)}"
+    out.update(spec.differs)
+    return out
 
 
 @contextlib.contextmanager
@@ -130,6 +174,10 @@ SPECS: list[Spec] = [
         "raw ASGI",
         _granian("1"),
         notes="Honours the line; keeps an HTTP/1.0 keep-alive connection, so connmw says `keep-alive` there.",
+        differs={"http10-keep-alive": "kept"},
+        known={
+            "http10-keep-alive-rule": "granian adds its own `keep-alive` token to connmw's `close` on an HTTP/1.0 keep-alive request (`connection: close, keep-alive`), from the request alone; the connection does close",
+        },
     ),
     Spec(
         "granian-h2",
@@ -168,6 +216,7 @@ SPECS: list[Spec] = [
         "raw WSGI",
         _gunicorn("tests.apps:wsgi_app", "gthread"),
         notes="Drops an app's `Connection` header and ignores `TE, close`; connmw calls `force_close()` on the response (`start_response.__self__`). gunicorn writes its own `Connection: keep-alive` on kept HTTP/1.1 responses (redundant, harmless).",
+        differs={"http10-keep-alive": "kept"},
     ),
     Spec(
         "waitress",
@@ -175,6 +224,7 @@ SPECS: list[Spec] = [
         "raw WSGI",
         lambda env: servers.waitress_thread(wsgi_app),
         notes="A hop-by-hop header from the app is a 500 here; connmw strips them and calls the task's `set_close_on_finish()` (`write.__self__`). waitress closes after every chunked response by its own choice, and says so.",
+        differs={"http10-keep-alive": "kept", "stream-http11": "closed (chunked)"},
     ),
     Spec(
         "werkzeug",
@@ -193,6 +243,7 @@ SPECS: list[Spec] = [
         always_closes=True,
         closes_why="an HTTP/1.0 server: one response per connection",
         notes="A hop-by-hop header from the app is a 500 here; connmw strips them and, when it closes, sets `Connection: close` on the handler's headers.",
+        differs={"stream-http11": "closed (close-delimited)"},
     ),
     Spec(
         "django-runserver",
@@ -200,6 +251,7 @@ SPECS: list[Spec] = [
         "Django",
         lambda env: _subprocess(servers.django_runserver_argv, env=_django_env()),
         notes="Ignores `TE, close` and two `Connection` fields, and a hop-by-hop header from the app is a 500. connmw sets `Connection: close` on the handler's headers (`start_response.__self__`), which runserver honours. It never chunks: a streamed body is close-delimited.",
+        differs={"stream-http11": "closed (close-delimited)"},
     ),
     Spec(
         "cheroot",
@@ -215,6 +267,7 @@ SPECS: list[Spec] = [
         _apache,
         available=servers.apache_mod_wsgi_available,
         notes="Apache 2.4 (event MPM), mod_wsgi in daemon mode. The header is the only handle: connmw recognises mod_wsgi's `start_response` and passes `Connection: close` to it; Apache honours it.",
+        differs={"http10-keep-alive": "kept"},
     ),
 ]
 

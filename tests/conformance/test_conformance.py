@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.conformance.cases import CASES, NotApplicable, Target
-from tests.conformance.targets import BY_ID, SPECS, Env
+from tests.conformance.targets import BY_ID, SPECS, Env, expected
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(60)]
 
@@ -57,14 +57,19 @@ def test_case(
     request: pytest.FixtureRequest,
     record_property: Callable[[str, object], None],
 ) -> None:
-    known = BY_ID[server.id].known.get(case)
+    spec = BY_ID[server.id]
+    known = spec.known.get(case)
     if known is not None:
         request.applymarker(pytest.mark.xfail(reason=known, strict=True))
+    want = expected(spec)[case]
     try:
         observed = CASES[case](server)
     except NotApplicable as exc:
+        assert want is None, f"{server.id} pins {want!r} for {case}, which does not apply here"
         pytest.skip(str(exc))
     record_property("observed", observed)
+    # What this server does is pinned in its spec (and so in the README's table).
+    assert observed == want, f"{server.id}, {case}: observed {observed!r}, the spec pins {want!r}"
 
 
 def test_every_server_is_in_the_table() -> None:
@@ -72,3 +77,8 @@ def test_every_server_is_in_the_table() -> None:
     assert {s.protocol for s in SPECS} == {"h1", "h2c", "h2-tls"}
     apps = {s.app for s in SPECS}
     assert {"Flask", "Django", "FastAPI", "Starlette"} <= apps, apps
+
+
+def test_every_case_has_a_pinned_outcome_on_every_server() -> None:
+    for spec in SPECS:
+        assert set(expected(spec)) == set(CASES), spec.id
