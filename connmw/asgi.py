@@ -147,12 +147,14 @@ class _Exchange(RequestFacts):
         self.engine = engine
         self.server_send = send
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        # A plain function handing back the server's awaitable: no coroutine of
+        # connmw's own per message. What it does before that cannot block.
         if message["type"] == "http.response.start":
             message = _on_start(self.engine, self, message, self.server_send)
         elif self.body_hook is not None:
             self.body_hook(message)
-        await self.server_send(message)
+        return self.server_send(message)
 
 
 def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send) -> Message:
