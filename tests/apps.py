@@ -139,6 +139,15 @@ def raw_wsgi(environ: WSGIEnvironment, start_response: StartResponse) -> Iterabl
     return [body]
 
 
+def install_hint_logs(caplog: Any) -> list[str]:
+    """The install hints ``request_close`` logged, its once-per-process memory cleared
+    first (call before and after the code under test)."""
+    import connmw._api
+
+    connmw._api._warned.clear()
+    return [r.getMessage() for r in caplog.records if "did not pass through connmw" in r.getMessage()]
+
+
 def app_options() -> dict[str, Any]:
     """The options the wrapped apps use: a rule for ``/rule/*`` plus the environment's."""
     extra = json.loads(os.environ.get("CONNMW_TEST_OPTIONS", "{}"))

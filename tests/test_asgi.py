@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 import connmw
 from connmw import ConnectionMiddleware, Rule
+from tests.apps import install_hint_logs
 from tests.asgi_util import body_of, call, header_lines, make_scope, responder
 
 CL = (b"content-length", b"5")
@@ -271,9 +272,18 @@ def test_request_close_from_handler() -> None:
     assert facts[0][0].handler_reason == "bye"
 
 
-def test_request_close_without_middleware_says_how_to_install() -> None:
-    with pytest.raises(RuntimeError, match="ConnectionMiddleware"):
-        connmw.request_close(make_scope())
+def test_request_close_without_middleware_returns_false_and_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    install_hint_logs(caplog)
+    with caplog.at_level(logging.WARNING, logger="connmw"):
+        assert connmw.request_close(make_scope()) is False
+        assert connmw.request_close(make_scope(), "again") is False
+    hints = install_hint_logs(caplog)
+    assert len(hints) == 1
+    assert "connmw.ConnectionMiddleware(app)" in hints[0]
+    assert "connmw.contrib.starlette.install(app)" in hints[0]
+    # Not a request at all: a programming error, said at once.
     with pytest.raises(RuntimeError, match="WSGIConnectionMiddleware"):
         connmw.request_close(object())
     with pytest.raises(TypeError, match="reason"):

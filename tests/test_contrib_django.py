@@ -5,6 +5,7 @@ and request_close on WSGI and ASGI requests."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from werkzeug.test import Client
 from connmw import ConnectionMiddleware, Decision, RequestFacts, Rule, WSGIConnectionMiddleware
 
 from . import servers, wire
+from .apps import install_hint_logs
 from .examples_support import setup_django
 
 setup_django()
@@ -21,7 +23,7 @@ setup_django()
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.test import Client as DjangoClient  # noqa: E402
-from django.test import override_settings  # noqa: E402
+from django.test import RequestFactory, override_settings  # noqa: E402
 from django.urls import path  # noqa: E402
 from django.utils.decorators import method_decorator  # noqa: E402
 from django.views import View  # noqa: E402
@@ -187,11 +189,22 @@ def test_bad_override_fails_at_start_up() -> None:
         connmw_django.wrap_wsgi(lambda *a: None, colse_on_status=())
 
 
-def test_django_test_client_bypasses_wsgi_py_so_the_view_says_how_to_install() -> None:
+def test_django_test_client_bypasses_wsgi_py_and_views_still_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     client = DjangoClient()
-    assert client.get("/plain").status_code == 200
-    with pytest.raises(RuntimeError, match=r"connmw\.contrib\.django\.get_wsgi_application\(\)"):
-        client.get("/sync")
+    install_hint_logs(caplog)
+    with caplog.at_level(logging.WARNING, logger="connmw"):
+        for url, body in [("/plain", b"plain"), ("/sync", b"sync"), ("/async", b"async"), ("/cbv", b"cbv")]:
+            response = client.get(url)
+            assert (response.status_code, response.content) == (200, body), url
+        assert client.get("/logout").content == b"bye"
+        # A view called directly with a request that never met a server.
+        assert sync_export(RequestFactory().get("/sync")).content == b"sync"
+    hints = install_hint_logs(caplog)
+    assert len(hints) == 1
+    assert "connmw.contrib.django.get_wsgi_application()" in hints[0]
+    assert SEEN == []
 
 
 def test_decorator_needs_a_request() -> None:

@@ -17,6 +17,7 @@ from connmw import Decision, RequestFacts, Rule, WSGIConnectionMiddleware
 from connmw.contrib.flask import close_connection, install
 
 from . import servers, wire
+from .apps import install_hint_logs
 
 Seen = list[tuple[RequestFacts, Decision]]
 
@@ -127,16 +128,39 @@ def test_install_rejects_bad_config_at_start_up() -> None:
         install(app)
 
 
-def test_without_connmw_the_view_says_how_to_install() -> None:
+def test_without_connmw_the_views_answer_and_the_install_hint_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     app = make_app()
     app.testing = True
-    with pytest.raises(RuntimeError, match=r"connmw\.contrib\.flask\.install\(app\)"):
-        app.test_client().get("/export")
+    client = app.test_client()
+    install_hint_logs(caplog)
+    with caplog.at_level(logging.WARNING, logger="connmw"):
+        assert client.get("/export").get_data() == b"a,b"
+        assert client.get("/report").get_data() == b"done"
+        assert client.post("/logout").get_data() == b"late"
+        # A decorated view called directly, outside any request.
+        assert app.view_functions["export"]() == "a,b"
+    hints = install_hint_logs(caplog)
+    assert len(hints) == 1
+    assert "connmw.contrib.flask.install(app)" in hints[0]
 
 
-def test_request_close_without_argument_outside_a_request() -> None:
-    with pytest.raises(RuntimeError, match="only inside a Flask request"):
-        connmw.request_close()
+def test_request_close_without_argument_outside_a_request(caplog: pytest.LogCaptureFixture) -> None:
+    install_hint_logs(caplog)
+    with caplog.at_level(logging.WARNING, logger="connmw"):
+        assert connmw.request_close() is False
+    (hint,) = install_hint_logs(caplog)
+    assert "only inside a Flask request" in hint
+
+
+@pytest.mark.server
+def test_without_connmw_decorated_views_still_answer_on_waitress() -> None:
+    with servers.waitress_thread(make_app()) as port:
+        for method, path, body in [("GET", "/export", b"a,b"), ("POST", "/logout", b"late")]:
+            resp, _, reader = wire.exchange(port, method, path, check_close=False)
+            reader.sock.close()
+            assert (resp.status, resp.body) == (200, body), path
 
 
 def test_request_close_after_streaming_started_is_too_late(caplog: pytest.LogCaptureFixture) -> None:

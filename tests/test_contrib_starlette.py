@@ -22,6 +22,7 @@ from connmw import ConnectionMiddleware, Decision, RequestFacts, Rule
 from connmw.contrib.starlette import CloseConnection, close_connection
 
 from . import servers, wire
+from .apps import install_hint_logs
 
 if TYPE_CHECKING:
     from connmw.asgi import ASGIApp
@@ -95,10 +96,15 @@ def test_decorated_endpoint_without_a_request_says_so() -> None:
         no_request(1)
 
 
-def test_endpoint_without_connmw_raises_how_to_install() -> None:
-    app = Starlette(routes=[Route("/a", bare_async)])
-    with pytest.raises(RuntimeError, match="did not pass through connmw"):
-        get(app, ("GET", "/a"))
+def test_endpoint_without_connmw_answers_and_logs_the_install_hint_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = Starlette(routes=[Route("/a", bare_async), Route("/s", reasoned_sync), Route("/out", logout)])
+    install_hint_logs(caplog)
+    with caplog.at_level(logging.WARNING, logger="connmw"):
+        responses = get(app, ("GET", "/a"), ("GET", "/s"), ("GET", "/out"))
+    assert [(r.status_code, r.text) for r in responses] == [(200, "a"), (200, "s"), (200, "bye")]
+    assert len(install_hint_logs(caplog)) == 1
 
 
 # -- FastAPI --------------------------------------------------------------------------
