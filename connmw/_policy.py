@@ -342,9 +342,11 @@ class Options:
     :param max_connection_age: seconds; the first response after a connection is this
         old closes it.
     :param max_connection_age_jitter: seconds added at random (0..jitter) per connection.
-    :param keep_alive_timeout: seconds; advertised as ``Keep-Alive: timeout=N`` (with
-        ``max=remaining`` when a request cap is set) on HTTP/1.x responses that keep
-        the connection. Must not exceed the server's real idle timeout.
+    :param keep_alive_timeout: seconds, or ``"auto"``: advertised as ``Keep-Alive:
+        timeout=N`` (with ``max=remaining`` when a request cap is set) on HTTP/1.x
+        responses that keep the connection. ``"auto"`` advertises the server's own
+        idle timeout where connmw can read it (nothing where it cannot); a number
+        above the server's idle timeout is lowered to it, with one warning.
     :param overload_soft_limit: in-flight requests (per process) from which responses
         start to close keep-alive connections, with a probability rising linearly...
     :param overload_hard_limit: ...to 1 at this many in-flight requests.
@@ -373,7 +375,7 @@ class Options:
     max_requests_jitter: int = 0
     max_connection_age: float | None = None
     max_connection_age_jitter: float = 0.0
-    keep_alive_timeout: float | None = None
+    keep_alive_timeout: float | Literal["auto"] | None = None
     overload_soft_limit: int | None = None
     overload_hard_limit: int | None = None
     pressure: Callable[[], float] | None = None
@@ -410,7 +412,11 @@ class Options:
         _check_number("max_requests_jitter", self.max_requests_jitter, integer=True, optional=False)
         _check_number("max_connection_age", self.max_connection_age, minimum=0, inclusive=False)
         _check_number("max_connection_age_jitter", self.max_connection_age_jitter, optional=False)
-        _check_number("keep_alive_timeout", self.keep_alive_timeout, minimum=1)
+        kat = self.keep_alive_timeout
+        if isinstance(kat, str) and kat != "auto":
+            raise ValueError(f"keep_alive_timeout must be a number of seconds (>= 1) or 'auto', got {kat!r}")
+        if kat != "auto":
+            _check_number("keep_alive_timeout", kat, minimum=1)
         _check_number("overload_soft_limit", self.overload_soft_limit, integer=True, minimum=0)
         _check_number("overload_hard_limit", self.overload_hard_limit, integer=True, minimum=1)
         soft, hard = self.overload_soft_limit, self.overload_hard_limit
@@ -596,6 +602,8 @@ def _coerce(name: str, value: Any) -> Any:
     if name in _FLOAT_OPTIONS:
         if text.lower() in ("", "none"):
             return None
+        if name == "keep_alive_timeout" and text.lower() == "auto":
+            return "auto"
         try:
             return float(text)
         except ValueError:

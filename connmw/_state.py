@@ -92,9 +92,11 @@ def wsgi_connection_key(environ: Mapping[str, Any], start_response: Any) -> Hash
 class ConnState:
     """What connmw knows about one connection."""
 
-    __slots__ = ("born", "count", "max_age", "max_requests", "seen")
+    __slots__ = ("born", "count", "keep_alive", "max_age", "max_requests", "seen")
 
     def __init__(self, born: float, max_requests: int, max_age: float) -> None:
+        #: The ``timeout=N`` this connection advertises (b"": none), once known.
+        self.keep_alive: bytes | None = None
         self.count = 0
         self.born = born
         self.seen = born

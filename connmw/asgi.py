@@ -213,7 +213,11 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
     dh = engine.decision_header
     if not close and not touched and version == 11 and dh is None and not engine.advertises:
         return message
-    keep_alive = None if close else engine.keep_alive_value(facts)
+    keep_alive = None
+    if not close and engine.advertises:
+        if profile is None:
+            profile = asgi_server_profile(send)
+        keep_alive = engine.keep_alive_value(facts, profile, send)
 
     if touched:
         out: list[Any] = []

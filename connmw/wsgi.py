@@ -199,7 +199,7 @@ def _start(
                 where,
             )
     elif handle is not None and facts.version < 20:
-        ka = engine.keep_alive_value(facts)
+        ka = engine.keep_alive_value(facts, server, handle) if engine.advertises else None
         if ka is not None:
             server.advertise(handle, ka.decode("ascii"))
     if dh is not None and handle is not None:

@@ -80,7 +80,12 @@ def uvicorn_thread(app: Any, http: str = "h11", **config: Any) -> Iterator[int]:
 
 @contextlib.contextmanager
 def hypercorn_thread(
-    app: Any, *, h2c: bool = False, certfile: str | None = None, keyfile: str | None = None
+    app: Any,
+    *,
+    h2c: bool = False,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    keep_alive: float | None = None,
 ) -> Iterator[int]:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
@@ -92,6 +97,8 @@ def hypercorn_thread(
     config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.accesslog = None
     config.errorlog = None
+    if keep_alive is not None:
+        config.keep_alive_timeout = keep_alive
     if certfile:
         config.certfile = certfile
         config.keyfile = keyfile
@@ -202,7 +209,9 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         proc.stdout.close()
 
 
-def gunicorn_argv(app: str, port: int, worker: str = "gthread", threads: int = 4) -> list[str]:
+def gunicorn_argv(
+    app: str, port: int, worker: str = "gthread", threads: int = 4, keep_alive: int = 10
+) -> list[str]:
     argv = [
         sys.executable,
         "-m",
@@ -214,7 +223,7 @@ def gunicorn_argv(app: str, port: int, worker: str = "gthread", threads: int = 4
         "--worker-class",
         worker,
         "--keep-alive",
-        "10",
+        str(keep_alive),
         "--graceful-timeout",
         "3",
         "--log-level",

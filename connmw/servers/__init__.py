@@ -22,6 +22,7 @@ from .base import AsgiProfile, BodyHook, WsgiServer, reachable
 from .cheroot import CHEROOT
 from .daphne import DAPHNE
 from .gunicorn import GUNICORN
+from .hypercorn import HYPERCORN
 from .mod_wsgi import MOD_WSGI
 from .uvicorn import UVICORN_H11, UVICORN_HTTPTOOLS
 from .waitress import WAITRESS
@@ -33,7 +34,6 @@ __all__ = ["AsgiProfile", "BodyHook", "WsgiServer", "asgi_profile_for", "asgi_se
 # --------------------------------------------------------------------------- ASGI
 
 UNKNOWN_ASGI = AsgiProfile("unknown")
-_HYPERCORN = AsgiProfile("hypercorn")
 _GRANIAN = AsgiProfile("granian", http10_keep_alive=True)
 _ASGI_PROFILES: dict[type, AsgiProfile] = {}
 
@@ -45,7 +45,7 @@ def asgi_profile_for(module: str) -> AsgiProfile:
     if module.startswith("uvicorn."):
         return UVICORN_H11
     if module.startswith("hypercorn."):
-        return _HYPERCORN
+        return HYPERCORN
     if module.startswith("granian"):
         return _GRANIAN
     if module.startswith("daphne."):

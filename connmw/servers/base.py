@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from types import ModuleType
 from typing import Any
 
-__all__ = ["AsgiProfile", "BodyHook", "WsgiServer", "reachable"]
+__all__ = ["AsgiProfile", "BodyHook", "WsgiServer", "number", "reachable"]
 
 BodyHook = Callable[[MutableMapping[str, Any]], None]
 
@@ -18,9 +18,17 @@ class AsgiProfile:
 
     __slots__ = ("http10_keep_alive", "name")
 
+    #: The server setting behind :meth:`idle_timeout`, as its users spell it.
+    idle_setting = ""
+
     def __init__(self, name: str, http10_keep_alive: bool = False) -> None:
         self.name = name
         self.http10_keep_alive = http10_keep_alive
+
+    def idle_timeout(self, send: Any) -> float | None:
+        """Seconds the server keeps an idle HTTP/1.x connection open between
+        requests, read from its own objects behind ``send``; None when unknown."""
+        return None
 
     def close_delimit(self, send: Any) -> BodyHook | None:
         """Make an HTTP/1.0 response without length go out close-delimited."""
@@ -47,6 +55,14 @@ class WsgiServer:
     #: The close is made by passing ``Connection: close`` to ``start_response``
     #: (found from ``start_response`` alone, before it is called).
     via_header = False
+    #: The server setting behind :meth:`idle_timeout`, as its users spell it.
+    idle_setting = ""
+
+    def idle_timeout(self, handle: Any) -> float | None:
+        """Seconds the server keeps an idle connection open between requests, read
+        from ``handle`` (the server object found from ``start_response``); None
+        when unknown."""
+        return None
 
     def close(self, handle: Any, environ: MutableMapping[str, Any]) -> bool:
         """Make this response the last on its connection; True when it will be."""
@@ -55,6 +71,14 @@ class WsgiServer:
     def advertise(self, handle: Any, value: str) -> bool:
         """Add ``Keep-Alive: value`` to the response; True when it was added."""
         return False
+
+
+def number(value: object) -> float | None:
+    """``value`` as seconds when it is a real number (not a bool), else None: what a
+    server's setting holds is read, never trusted."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return float(value)
+    return None
 
 
 def reachable(fn: Any, depth: int = 4, budget: int = 32) -> Iterator[Any]:

@@ -8,19 +8,30 @@ Facts (measured; the conformance suite is the source of truth)
   clearing ``channel.persistent`` before the response ends makes Twisted close.
 - When the client sent ``close``, Twisted has already put its own
   ``Connection: close`` in ``request.responseHeaders`` (a second line would follow).
+- The idle timeout between requests is Twisted's ``HTTPChannel.timeOut`` (60 s;
+  daphne does not change it; its ``--http-timeout`` bounds a response, not idle
+  time), reached as ``request.channel.timeOut``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .base import AsgiProfile, reachable
+from .base import AsgiProfile, number, reachable
 
 __all__ = ["DAPHNE"]
 
 
 class _DaphneProfile(AsgiProfile):
     __slots__ = ()
+    idle_setting = "Twisted HTTPChannel.timeOut"
+
+    def idle_timeout(self, send: Any) -> float | None:
+        for request in reachable(send):
+            channel = getattr(request, "channel", None)
+            if channel is not None:
+                return number(getattr(channel, "timeOut", None))
+        return None
 
     def close(self, send: Any) -> bool:
         for request in reachable(send):

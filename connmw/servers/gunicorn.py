@@ -7,6 +7,10 @@ Facts (measured; the conformance suite is the source of truth)
   ``force_close()``, honoured until the first body byte.
 - gthread keeps an HTTP/1.0 connection when the client asks and the response
   has a length.
+- The idle timeout between requests is ``--keep-alive`` (``cfg.keepalive``,
+  default 2 s; 0 turns keep-alive off); the ``Response`` holds the worker's
+  ``cfg``, whose settings are read through a lookup, so the value is cached per
+  ``cfg`` object (one per worker process).
 """
 
 from __future__ import annotations
@@ -14,15 +18,29 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from .base import WsgiServer
+from .base import WsgiServer, number
 
 __all__ = ["GUNICORN"]
+
+#: The last ``cfg`` read and its keep-alive: replaced as a whole, so threads never
+#: see a value of one ``cfg`` paired with another.
+_cached: tuple[object, float | None] = (None, None)
 
 
 class _Gunicorn(WsgiServer):
     __slots__ = ()
     name = "gunicorn"
     http10_keep_alive = True
+    idle_setting = "gunicorn --keep-alive"
+
+    def idle_timeout(self, handle: Any) -> float | None:
+        global _cached
+        cfg = getattr(handle, "cfg", None)
+        seen, value = _cached
+        if cfg is None or cfg is not seen:
+            value = number(getattr(cfg, "keepalive", None))
+            _cached = (cfg, value)
+        return value
 
     def close(self, handle: Any, environ: MutableMapping[str, Any]) -> bool:
         handle.force_close()

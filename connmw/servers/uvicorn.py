@@ -7,6 +7,10 @@ Facts (measured; the conformance suite is the source of truth)
 - The httptools protocol sends chunked framing even to HTTP/1.0 clients when the
   application gives no length; its cycle (``send.__self__``) decides the framing
   from ``chunked_encoding`` and ``expected_content_length``.
+- The idle timeout between requests is ``--timeout-keep-alive`` (default 5 s),
+  copied from the config onto each protocol as ``timeout_keep_alive``; the timer
+  starts when a response completes. The cycle reaches its protocol through
+  ``on_response`` (a bound method of the protocol) until the application returns.
 """
 
 from __future__ import annotations
@@ -14,12 +18,22 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from .base import AsgiProfile, BodyHook
+from .base import AsgiProfile, BodyHook, number
 
 __all__ = ["UVICORN_H11", "UVICORN_HTTPTOOLS"]
 
 
-class _HttptoolsProfile(AsgiProfile):
+class _UvicornProfile(AsgiProfile):
+    __slots__ = ()
+    idle_setting = "uvicorn --timeout-keep-alive"
+
+    def idle_timeout(self, send: Any) -> float | None:
+        cycle = getattr(send, "__self__", None)
+        protocol = getattr(getattr(cycle, "on_response", None), "__self__", None)
+        return number(getattr(protocol, "timeout_keep_alive", None))
+
+
+class _HttptoolsProfile(_UvicornProfile):
     __slots__ = ()
 
     def close_delimit(self, send: Any) -> BodyHook | None:
@@ -46,5 +60,5 @@ class _HttptoolsProfile(AsgiProfile):
         return hook
 
 
-UVICORN_H11 = AsgiProfile("uvicorn-h11")
+UVICORN_H11 = _UvicornProfile("uvicorn-h11")
 UVICORN_HTTPTOOLS = _HttptoolsProfile("uvicorn-httptools")

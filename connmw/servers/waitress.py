@@ -8,6 +8,9 @@ Facts (measured; the conformance suite is the source of truth)
 - For HTTP/1.0 keep-alive requests the request's ``CONNECTION`` header must say
   ``close`` too, or waitress adds ``Keep-Alive`` next to the close.
 - waitress closes an HTTP/1.1 response it has to chunk.
+- An idle connection is closed once it has been quiet longer than
+  ``channel_timeout`` (default 120 s), checked every ``cleanup_interval`` (30 s):
+  never before ``channel_timeout``. The task reaches it as ``channel.adj``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from .base import WsgiServer
+from .base import WsgiServer, number
 
 __all__ = ["WAITRESS"]
 
@@ -24,6 +27,11 @@ class _Waitress(WsgiServer):
     __slots__ = ()
     name = "waitress"
     http10_keep_alive = True
+    idle_setting = "waitress channel_timeout"
+
+    def idle_timeout(self, handle: Any) -> float | None:
+        adj = getattr(getattr(handle, "channel", None), "adj", None)
+        return number(getattr(adj, "channel_timeout", None))
 
     def close(self, handle: Any, environ: MutableMapping[str, Any]) -> bool:
         request = getattr(handle, "request", None)

@@ -1,0 +1,240 @@
+"""Keep-Alive is never longer than the server's idle timeout: ``keep_alive_timeout="auto"``
+advertises the server's own value, a longer explicit value is lowered with one warning.
+
+Checked on the wire: the advertised ``timeout=N`` equals the server's setting, a
+request sent after N - 0.4 s of idleness is still answered, and ``connmw probe``
+finds no violation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from connmw import ConnectionMiddleware, WSGIConnectionMiddleware
+from connmw._engine import Engine, RequestFacts
+from connmw._policy import Options
+from connmw.cli import main
+from tests import wire
+from tests.apps import raw_asgi, raw_wsgi
+from tests.servers import (
+    free_port,
+    gunicorn_argv,
+    hypercorn_thread,
+    subprocess_server,
+    uvicorn_thread,
+    waitress_thread,
+)
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+IDLE = 2  # the servers' idle timeout in these tests (gunicorn's default)
+
+
+# -- the engine, with a stand-in server --------------------------------------------------
+
+
+class Reader:
+    """A server profile whose idle timeout is given; counts the reads."""
+
+    idle_setting = "test --idle"
+
+    def __init__(self, idle: float | None) -> None:
+        self.idle = idle
+        self.reads = 0
+
+    def idle_timeout(self, handle: Any) -> float | None:
+        self.reads += 1
+        return self.idle
+
+
+def value(options: dict[str, Any], idle: float | None, key: Any = None) -> bytes | None:
+    engine = Engine(Options(**options))
+    facts = RequestFacts(11, "GET", "/")
+    engine.begin(facts, None, key)
+    return engine.keep_alive_value(facts, Reader(idle), None)
+
+
+@pytest.mark.parametrize(
+    ("options", "idle", "expected"),
+    [
+        pytest.param({"keep_alive_timeout": "auto"}, 5.0, b"timeout=5", id="auto-reads-the-server"),
+        pytest.param({"keep_alive_timeout": "auto"}, 2.5, b"timeout=2", id="auto-rounds-down"),
+        pytest.param({"keep_alive_timeout": "auto"}, None, None, id="auto-unknown-says-nothing"),
+        pytest.param({"keep_alive_timeout": "auto"}, 0.0, None, id="auto-keep-alive-off"),
+        pytest.param({"keep_alive_timeout": "auto"}, 0.5, None, id="auto-below-one-second"),
+        pytest.param({"keep_alive_timeout": 3}, 5.0, b"timeout=3", id="explicit-below-kept"),
+        pytest.param({"keep_alive_timeout": 5}, 5.0, b"timeout=5", id="explicit-equal-kept"),
+        pytest.param({"keep_alive_timeout": 5}, None, b"timeout=5", id="explicit-unknown-server-kept"),
+        pytest.param({"keep_alive_timeout": 5}, 2.0, b"timeout=2", id="explicit-above-lowered"),
+        pytest.param(
+            {"keep_alive_timeout": "auto", "max_requests_per_connection": 3},
+            120.0,
+            b"timeout=120, max=2",
+            id="auto-with-a-cap",
+        ),
+        pytest.param({}, 5.0, None, id="off"),
+    ],
+)
+def test_the_advertised_timeout(options: dict[str, Any], idle: float | None, expected: bytes | None) -> None:
+    key = ("127.0.0.1", 1) if "max_requests_per_connection" in options else None
+    assert value(options, idle, key) == expected
+
+
+def test_a_lowered_value_warns_once_naming_both_numbers(caplog: pytest.LogCaptureFixture) -> None:
+    engine = Engine(Options(keep_alive_timeout=5))
+    reader = Reader(2.0)
+    with caplog.at_level(logging.WARNING, logger="connmw"):
+        for _ in range(3):
+            facts = RequestFacts(11, "GET", "/")
+            assert engine.keep_alive_value(facts, reader, None) == b"timeout=2"
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        "connmw: keep_alive_timeout=5 is longer than the server's idle timeout (test --idle = 2 s); "
+        'advertising Keep-Alive: timeout=2 instead. Set keep_alive_timeout to at most 2, or to "auto".'
+    ]
+
+
+def test_the_server_is_read_once_per_tracked_connection() -> None:
+    engine = Engine(Options(keep_alive_timeout="auto", max_requests_per_connection=100))
+    reader = Reader(5.0)
+    seen = []
+    for key in ("a", "a", "a", "b"):
+        facts = RequestFacts(11, "GET", "/")
+        engine.begin(facts, None, key)
+        seen.append(engine.keep_alive_value(facts, reader, None))
+    assert seen == [b"timeout=5, max=99", b"timeout=5, max=98", b"timeout=5, max=97", b"timeout=5, max=99"]
+    assert reader.reads == 2
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("auto", "auto"), (" AUTO ", "auto"), ("7", 7.0), ("none", None)],
+)
+def test_keep_alive_timeout_from_settings(given: str, expected: object) -> None:
+    assert Options.from_mapping({"keep_alive_timeout": given}).keep_alive_timeout == expected
+
+
+@pytest.mark.parametrize("bad", ["Auto", "5s", ""])
+def test_keep_alive_timeout_rejects_other_words(bad: str) -> None:
+    with pytest.raises(
+        ValueError, match=r"keep_alive_timeout must be a number of seconds \(>= 1\) or 'auto'"
+    ):
+        Options(keep_alive_timeout=bad)  # type: ignore[arg-type]
+
+
+# -- real servers ------------------------------------------------------------------------
+
+
+def make_asgi() -> Any:
+    """``/auto/...`` under ``keep_alive_timeout="auto"``, ``/five/...`` under ``5``."""
+    apps = {
+        "auto": ConnectionMiddleware(raw_asgi, keep_alive_timeout="auto"),
+        "five": ConnectionMiddleware(raw_asgi, keep_alive_timeout=5),
+    }
+
+    async def dispatch(scope: Any, receive: Any, send: Any) -> None:
+        head, _, tail = scope["path"][1:].partition("/")
+        await apps[head]({**scope, "path": "/" + tail}, receive, send)
+
+    return dispatch
+
+
+def make_wsgi() -> Any:
+    """``gunicorn 'tests.test_keep_alive_honest:make_wsgi()'``: as :func:`make_asgi`."""
+    apps = {
+        "auto": WSGIConnectionMiddleware(raw_wsgi, keep_alive_timeout="auto"),
+        "five": WSGIConnectionMiddleware(raw_wsgi, keep_alive_timeout=5),
+    }
+
+    def dispatch(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        head, _, tail = environ.get("PATH_INFO", "/")[1:].partition("/")
+        environ["PATH_INFO"] = "/" + tail
+        return apps[head](environ, start_response)
+
+    return dispatch
+
+
+@contextlib.contextmanager
+def gunicorn_default_keep_alive(output: list[str] | None = None) -> Iterator[int]:
+    """gunicorn gthread with its default ``--keep-alive 2``; its output goes to ``output``."""
+    port = free_port()
+    argv = gunicorn_argv("tests.test_keep_alive_honest:make_wsgi()", port, keep_alive=IDLE)
+    with subprocess_server(argv, port) as proc:
+        yield port
+        if output is not None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+            assert proc.stdout is not None
+            output.append(proc.stdout.read().decode(errors="replace"))
+
+
+SERVERS: dict[str, Callable[[], contextlib.AbstractContextManager[int]]] = {
+    "uvicorn-h11": lambda: uvicorn_thread(make_asgi(), timeout_keep_alive=IDLE),
+    "uvicorn-httptools": lambda: uvicorn_thread(make_asgi(), http="httptools", timeout_keep_alive=IDLE),
+    "hypercorn": lambda: hypercorn_thread(make_asgi(), keep_alive=IDLE),
+    "waitress": lambda: waitress_thread(make_wsgi(), channel_timeout=IDLE, cleanup_interval=1),
+    "gunicorn-gthread": gunicorn_default_keep_alive,
+}
+
+
+@pytest.fixture(scope="module", params=list(SERVERS))
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+    with SERVERS[request.param]() as port:
+        yield request.param, port
+
+
+@pytest.mark.server
+def test_advertises_the_servers_idle_timeout_and_keeps_it(server: tuple[str, int]) -> None:
+    _, port = server
+    readers = []
+    try:
+        for prefix in ("auto", "five"):
+            resp, _, reader = wire.exchange(port, path=f"/{prefix}/", check_close=False)
+            readers.append((prefix, reader))
+            assert resp.status == 200
+            assert resp.lines("keep-alive") == [f"timeout={IDLE}"], prefix
+        # Idle for nearly the advertised time: the server still answers.
+        time.sleep(IDLE - 0.4)
+        for prefix, reader in readers:
+            assert wire.still_open(reader, f"/{prefix}/"), prefix
+    finally:
+        for _, reader in readers:
+            reader.sock.close()
+
+
+@pytest.mark.server
+def test_probe_finds_no_violation(server: tuple[str, int], capsys: pytest.CaptureFixture[str]) -> None:
+    _, port = server
+    code = main(
+        ["probe", f"http://127.0.0.1:{port}/five/", "--json", "--concurrency", "6", "--close-wait", "0.5"]
+    )
+    report = json.loads(capsys.readouterr().out)
+    findings = [f["code"] for case in report["cases"] for f in case["findings"]]
+    assert report["summary"]["violations"] == 0, findings
+    assert code == 0
+    ka = {case["id"]: case["headers"]["keep-alive"] for case in report["cases"]}
+    assert ka["http11"] == [f"timeout={IDLE}"]
+
+
+@pytest.mark.server
+def test_gunicorn_warns_once_about_the_lowered_value() -> None:
+    output: list[str] = []
+    with gunicorn_default_keep_alive(output) as port:
+        for _ in range(3):
+            resp, _, reader = wire.exchange(port, path="/five/", check_close=False)
+            reader.sock.close()
+            assert resp.lines("keep-alive") == [f"timeout={IDLE}"]
+    expected = (
+        "connmw: keep_alive_timeout=5 is longer than the server's idle timeout "
+        f"(gunicorn --keep-alive = {IDLE} s); advertising Keep-Alive: timeout={IDLE} instead."
+    )
+    assert output[0].count(expected) == 1, output[0]
