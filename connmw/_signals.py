@@ -78,6 +78,7 @@ class SignalDrain:
         self._timer: threading.Timer | asyncio.TimerHandle | None = None
         self._main = cast(int, threading.main_thread().ident)
         self._warned = False
+        self._wanted = True
 
     # -- installation ------------------------------------------------------------
 
@@ -89,6 +90,7 @@ class SignalDrain:
         True when every signal is routed through connmw; False when it cannot be
         (not in the main thread, or an event loop whose handlers cannot be chained).
         """
+        self._wanted = True
         if threading.current_thread() is not threading.main_thread():
             return False
         ok = True
@@ -130,8 +132,16 @@ class SignalDrain:
                 current,
             )
 
+    def reinstall(self) -> None:
+        """:meth:`install` again unless :meth:`uninstall` was called since (what the
+        ASGI middleware calls at lifespan startup and on its first request)."""
+        if self._wanted:
+            self.install()
+
     def uninstall(self) -> None:
-        """Put the replaced handlers back (main thread only)."""
+        """Put the replaced handlers back (main thread only); the ASGI middleware no
+        longer re-installs them."""
+        self._wanted = False
         for sig, previous in self._previous.items():
             if signal.getsignal(sig) == self._on_signal:
                 signal.signal(sig, previous)
@@ -255,13 +265,13 @@ class _Installer:
                 async def receive_hook() -> MutableMapping[str, Any]:
                     message = await receive()
                     if message.get("type") == "lifespan.startup":
-                        hook.install()
+                        hook.reinstall()
                     return message
 
                 await self.app(scope, receive_hook, send)
                 return
             self.done = True
-            self.hook.install()
+            self.hook.reinstall()
             if self.owner.app is self:
                 self.owner.app = self.app
         await self.app(scope, receive, send)
@@ -281,7 +291,7 @@ def _is_loop_noop(handler: object) -> bool:
 
 
 def drain_on_signal(
-    middleware: Drainable | Iterable[Drainable],
+    middleware: Any,
     *,
     grace: float = 5.0,
     window: float = 0.0,
@@ -291,7 +301,8 @@ def drain_on_signal(
 
     :param middleware: a :class:`~connmw.ConnectionMiddleware` or
         :class:`~connmw.WSGIConnectionMiddleware` (or several, or anything with a
-        ``drain(window)`` method).
+        ``drain(window)`` method), or an application connmw was installed on with
+        ``connmw.contrib.starlette.install(app)`` or ``connmw.contrib.flask.install(app)``.
     :param grace: seconds to keep serving after the signal, so that every keep-alive
         client sends one more request, hears ``Connection: close`` and reconnects
         elsewhere. Keep it below the server's own shutdown deadline (gunicorn
@@ -317,14 +328,12 @@ def drain_on_signal(
         app = ConnectionMiddleware(app)
         connmw.drain_on_signal(app, grace=10)
     """
-    targets: tuple[Drainable, ...]
+    given: tuple[Any, ...]
     if isinstance(middleware, Iterable) and not hasattr(middleware, "drain"):
-        targets = tuple(middleware)
+        given = tuple(middleware)
     else:
-        targets = (middleware,)  # type: ignore[assignment]
-    for target in targets:
-        if not callable(getattr(target, "drain", None)):
-            raise TypeError(f"drain_on_signal needs a middleware with drain(), got {target!r}")
+        given = (middleware,)
+    targets = tuple(_drainable(target) for target in given)
     if not targets:
         raise ValueError("drain_on_signal needs at least one middleware")
     for name, value in (("grace", grace), ("window", window)):
@@ -339,6 +348,32 @@ def drain_on_signal(
         if _is_asgi(target):
             hook.wrap_asgi(target)
     return hook
+
+
+def _drainable(target: Any) -> Drainable:
+    """The middleware to drain for ``target``: itself, or the one installed on an app."""
+    if callable(getattr(target, "drain", None)):
+        return cast(Drainable, target)
+    from .contrib.starlette import installed
+
+    found: Any = installed(target)
+    extensions = getattr(target, "extensions", None)  # Flask's install() keeps it there
+    if found is None and isinstance(extensions, dict):
+        found = extensions.get("connmw")
+    if callable(getattr(found, "drain", None)):
+        return cast(Drainable, found)
+    hint = ""
+    if callable(getattr(target, "build_middleware_stack", None)):
+        hint = (
+            " A ConnectionMiddleware given to add_middleware() exists only once the application "
+            "runs, inside Starlette's error middleware: use connmw.contrib.starlette.install(app) "
+            "instead, then drain_on_signal(app)."
+        )
+    raise TypeError(
+        "drain_on_signal needs a middleware with drain() or an application connmw was installed "
+        f"on (connmw.contrib.starlette.install(app), connmw.contrib.flask.install(app)), got {target!r}."
+        + hint
+    )
 
 
 def _is_asgi(target: object) -> bool:

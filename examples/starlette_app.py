@@ -18,8 +18,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
+import connmw
 from connmw import ConnectionMiddleware, Rule, request_close
-from connmw.contrib.starlette import close_connection
+from connmw.contrib.starlette import close_connection, install
 
 
 async def index(request: Request) -> PlainTextResponse:
@@ -45,8 +46,9 @@ async def logout(request: Request) -> PlainTextResponse:
     return PlainTextResponse("bye\n")
 
 
-# The route-level middleware below sits under the application-wide one: it adds its
-# rule (close after every upload) in front of the application's rules.
+# The route-level middleware below sits under the application-wide one installed
+# further down: it adds its rule (close after every upload) in front of the
+# application's rules.
 upload_policy = [Middleware(ConnectionMiddleware, rules=[Rule(methods="POST")])]
 
 app = Starlette(
@@ -57,15 +59,15 @@ app = Starlette(
         Route("/upload", upload, methods=["POST"], middleware=upload_policy),
         Mount("/account", routes=[Route("/logout", logout, methods=["POST"])]),
     ],
-    middleware=[
-        Middleware(
-            ConnectionMiddleware,
-            rules=[Rule("/downloads/*")],  # close after every download
-            max_requests_per_connection=100,
-            decision_header="x-connmw",  # debugging aid (off by default)
-        )
-    ],
 )
+# Outermost, outside Starlette's error middleware: it sees every response, 500s included.
+install(
+    app,
+    rules=[Rule("/downloads/*")],  # close after every download
+    max_requests_per_connection=100,
+    decision_header="x-connmw",  # debugging aid (off by default)
+)
+signal_drain = connmw.drain_on_signal(app, grace=2)  # drain on SIGTERM before the server stops
 
 
 if __name__ == "__main__":

@@ -32,6 +32,10 @@ def load_example(name: str) -> ModuleType:
     except BaseException:
         del sys.modules[module_name]
         raise
+    # The test process keeps its own SIGTERM handling: undo the example's drain_on_signal.
+    drain = getattr(module, "signal_drain", None)
+    if drain is not None:
+        drain.uninstall()
     return module
 
 

@@ -232,3 +232,17 @@ def test_mounted_flask_app_on_waitress() -> None:
                     assert wire.still_open(reader), path
             finally:
                 reader.sock.close()
+
+
+def test_drain_on_signal_takes_an_installed_flask_app() -> None:
+    import signal
+
+    app = make_app()
+    middleware = install(app)
+    hook = connmw.drain_on_signal(app, grace=0, signals=[signal.SIGUSR2])
+    try:
+        assert hook.targets == (middleware,)
+    finally:
+        hook.uninstall()
+    with pytest.raises(TypeError, match=r"connmw\.contrib\.flask\.install"):
+        connmw.drain_on_signal(make_app())

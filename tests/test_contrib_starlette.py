@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -19,7 +20,7 @@ from starlette.routing import Mount, Route
 
 import connmw
 from connmw import ConnectionMiddleware, Decision, RequestFacts, Rule
-from connmw.contrib.starlette import CloseConnection, close_connection
+from connmw.contrib.starlette import CloseConnection, close_connection, install, installed
 
 from . import servers, wire
 from .apps import install_hint_logs
@@ -354,3 +355,142 @@ def test_route_level_and_decorator_on_hypercorn() -> None:
                     assert wire.still_open(reader), path
             finally:
                 reader.sock.close()
+
+
+# -- install(): connmw outermost -------------------------------------------------------
+
+
+def installed_api(seen: Seen, *, add_middleware: bool = False) -> FastAPI:
+    api = FastAPI()
+
+    @api.get("/")
+    async def index() -> dict[str, bool]:
+        return {"ok": True}
+
+    @api.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    def deny() -> None:
+        raise HTTPException(status_code=403)
+
+    @api.get("/items/{item_id}")
+    @close_connection(reason="item")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    @api.get("/guarded", dependencies=[Depends(deny)])
+    @close_connection
+    def guarded() -> dict[str, bool]:
+        return {"ok": True}
+
+    options: dict[str, Any] = {"on_decision": lambda f, d: seen.append((f, d))}
+    if add_middleware:
+        api.add_middleware(ConnectionMiddleware, **options)
+    else:
+        install(api, **options)
+    return api
+
+
+# (path, status, close reason or None when kept)
+INSTALLED = [
+    ("/", 200, None),
+    ("/items/7", 200, "handler"),
+    ("/items/seven", 422, "handler"),  # the endpoint never runs
+    ("/guarded", 403, "handler"),  # nor here: its dependency refuses
+    ("/boom", 500, "status"),  # Starlette's own 500, outside every user middleware
+]
+
+
+@pytest.mark.server
+def test_install_announces_every_close_on_uvicorn() -> None:
+    seen: Seen = []
+    with servers.uvicorn_thread(installed_api(seen)) as port:
+        for path, status, reason in INSTALLED:
+            resp, _, reader = wire.exchange(port, "GET", path, check_close=False)
+            try:
+                assert resp.status == status, path
+                if reason is None:
+                    assert resp.lines("connection") == [], path
+                    assert wire.still_open(reader), path
+                else:
+                    assert resp.lines("connection") == ["close"], path
+                    assert reader.closed(5.0), path
+            finally:
+                reader.sock.close()
+    # The kept connection answered a second request ("/") too.
+    assert [(f.path, d.reason) for f, d in seen] == [("/", None)] + [(p, r) for p, _, r in INSTALLED]
+    assert [f.handler_reason for f, _ in seen[2:5]] == [
+        "item",
+        "item",
+        "endpoint installed_api.<locals>.guarded",
+    ]
+
+
+@pytest.mark.server
+def test_add_middleware_sits_inside_starlettes_error_middleware() -> None:
+    """What the README says of add_middleware: the 500 of an unhandled exception and the
+    422 of a decorated route do not pass through it (the server still closes after the 500)."""
+    seen: Seen = []
+    with servers.uvicorn_thread(installed_api(seen, add_middleware=True)) as port:
+        resp, closed, reader = wire.exchange(port, "GET", "/boom")
+        reader.sock.close()
+        assert (resp.status, resp.lines("connection"), closed) == (500, [], True)
+        resp, _, reader = wire.exchange(port, "GET", "/items/seven", check_close=False)
+        try:
+            assert (resp.status, resp.lines("connection")) == (422, [])
+            assert wire.still_open(reader)
+        finally:
+            reader.sock.close()
+    assert [(f.path, d.reason) for f, d in seen] == [("/items/seven", None), ("/", None)]
+
+
+def test_drain_on_signal_takes_an_installed_app(previous_usr1: list[int]) -> None:
+    seen: Seen = []
+    api = installed_api(seen)
+    hook = connmw.drain_on_signal(api, grace=0, signals=[signal.SIGUSR1])
+    assert hook.targets == (installed(api),)
+    signal.raise_signal(signal.SIGUSR1)
+    assert previous_usr1 == [signal.SIGUSR1]
+    (response,) = get(api, ("GET", "/"))
+    assert response.headers["connection"] == "close"
+    assert [d.reason for _, d in seen] == ["drain"]
+
+
+def test_drain_on_signal_names_install_for_an_add_middleware_app() -> None:
+    with pytest.raises(TypeError, match=r"use connmw\.contrib\.starlette\.install\(app\) instead"):
+        connmw.drain_on_signal(installed_api([], add_middleware=True))
+    with pytest.raises(TypeError, match="got <object"):
+        connmw.drain_on_signal(object())
+
+
+def test_install_refuses_twice_a_started_app_and_other_objects() -> None:
+    api = installed_api([])
+    with pytest.raises(RuntimeError, match="already installed"):
+        install(api)
+    get(api, ("GET", "/"))
+    with pytest.raises(RuntimeError, match="not started yet"):
+        install(api)
+    with pytest.raises(RuntimeError, match="not started yet"):
+        install(object())
+
+
+def test_installed_middleware_called_before_the_app_builds_its_stack() -> None:
+    seen: Seen = []
+    api = installed_api(seen)
+    middleware = installed(api)
+    assert middleware is not None and api.state.connmw is middleware
+    first, second = get(middleware, ("GET", "/items/1"), ("GET", "/"))
+    assert (first.json(), first.headers["connection"]) == ({"id": 1}, "close")
+    assert second.json() == {"ok": True} and "connection" not in second.headers
+    assert [d.reason for _, d in seen] == ["handler", None]
+
+
+@pytest.fixture
+def previous_usr1() -> Iterator[list[int]]:
+    calls: list[int] = []
+    old = signal.signal(signal.SIGUSR1, lambda s, f: calls.append(s))
+    try:
+        yield calls
+    finally:
+        signal.signal(signal.SIGUSR1, old)

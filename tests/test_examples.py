@@ -35,7 +35,13 @@ COMMON: list[Case] = [
     ("GET", "/export", 200, "handler", "export"),
     ("POST", "/logout", 200, "handler", "logout"),
 ]
-FASTAPI = [*COMMON, ("GET", "/report", 200, "handler", "report")]
+FASTAPI = [
+    *COMMON,
+    ("GET", "/report", 200, "handler", "report"),
+    ("GET", "/export/x", 422, "handler", "export"),  # the endpoint never runs: the route closes
+]
+# Starlette's own 500 for an unhandled exception (in process, the exception reaches the client).
+FASTAPI_WIRE = [*FASTAPI, ("GET", "/boom", 500, "status", None)]
 DJANGO = [*COMMON, ("GET", "/async-export", 200, "handler", "export")]
 STARLETTE: list[Case] = [
     ("GET", "/", 200, None, None),
@@ -159,7 +165,7 @@ def _wire_run(port: int, cases: list[Case], keep_alive: str | None) -> None:
 @pytest.mark.server
 def test_fastapi_example_on_uvicorn() -> None:
     with servers.uvicorn_thread(load_example("fastapi_app").app) as port:
-        _wire_run(port, FASTAPI, "timeout=5, max=99")
+        _wire_run(port, FASTAPI_WIRE, "timeout=5, max=99")
 
 
 @pytest.mark.server

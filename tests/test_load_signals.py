@@ -352,6 +352,28 @@ def asgi_factory() -> ConnectionMiddleware:
     return app
 
 
+def fastapi_factory() -> Any:
+    """``uvicorn --factory tests.test_load_signals:fastapi_factory``: the README's recipe."""
+    from fastapi import FastAPI
+    from fastapi.responses import PlainTextResponse
+
+    from connmw.contrib.starlette import install
+
+    app = FastAPI()
+
+    @app.get("/count")
+    def count() -> PlainTextResponse:
+        return PlainTextResponse("-")
+
+    @app.get("/")
+    def index() -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    install(app)
+    drain_on_signal(app, grace=float(os.environ["CONNMW_TEST_GRACE"]))
+    return app
+
+
 def wsgi_factory() -> WSGIConnectionMiddleware:
     """``gunicorn 'tests.test_load_signals:wsgi_factory()'``"""
     app = WSGIConnectionMiddleware(raw_wsgi)
@@ -378,13 +400,14 @@ def started(argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _argv(server: str, port: int) -> list[str]:
-    if server == "uvicorn":
+    if server.startswith("uvicorn"):
+        factory = "fastapi_factory" if server == "uvicorn-fastapi" else "asgi_factory"
         return [
             sys.executable,
             "-m",
             "uvicorn",
             "--factory",
-            "tests.test_load_signals:asgi_factory",
+            f"tests.test_load_signals:{factory}",
             "--port",
             str(port),
             "--log-level",
@@ -411,7 +434,7 @@ def _argv(server: str, port: int) -> list[str]:
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("server", ["uvicorn", "gunicorn-gthread"])
+@pytest.mark.parametrize("server", ["uvicorn", "uvicorn-fastapi", "gunicorn-gthread"])
 def test_sigterm_drains_keep_alive_clients_then_the_server_stops_gracefully(server: str) -> None:
     port = free_port()
     with started(_argv(server, port), port) as proc:
@@ -447,7 +470,7 @@ def test_sigterm_drains_keep_alive_clients_then_the_server_stops_gracefully(serv
     waited = time.monotonic() - sent_at
     assert waited >= GRACE * 0.9, out
     assert "draining for 2 s" in out
-    if server == "uvicorn":
+    if server.startswith("uvicorn"):
         # uvicorn re-raises a captured SIGTERM once its shutdown is done, with the
         # default action restored: it exits by that signal, with or without connmw.
         assert code in (0, -signal.SIGTERM), out
@@ -458,3 +481,25 @@ def test_sigterm_drains_keep_alive_clients_then_the_server_stops_gracefully(serv
         assert code == 0, out
         assert "Worker exiting" in out, out
         assert "Shutting down: Master" in out, out
+
+
+def test_uninstall_stops_the_asgi_middleware_from_installing_again(previous: list[int]) -> None:
+    mw = ConnectionMiddleware(raw_asgi)
+    hook = drain_on_signal(mw, grace=0, signals=[SIG])
+    hook.uninstall()
+    scope = {"type": "http", "http_version": "1.1", "method": "GET", "path": "/", "headers": []}
+    body = [{"type": "http.request", "body": b"", "more_body": False}]
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        return body.pop(0) if body else {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(mw(scope, receive, send))
+    assert sent[0]["status"] == 200
+    assert signal.getsignal(SIG) != hook._on_signal
+    assert hook.install()  # asked for explicitly, it installs again
+    assert signal.getsignal(SIG) == hook._on_signal
+    hook.uninstall()
