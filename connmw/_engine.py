@@ -366,8 +366,15 @@ class Controls:
         With ``window`` (seconds), the probability to close rises from 0 to 1 over
         the window, so clients do not all reconnect at once. Safe from any thread.
         """
-        if isinstance(window, bool) or not isinstance(window, (int, float)) or window < 0:
-            raise ValueError(f"drain window must be a number of seconds >= 0, got {window!r}")
+        if isinstance(window, bool) or not isinstance(window, (int, float)):
+            raise TypeError(
+                f"drain window must be a number of seconds, not {type(window).__name__} {window!r}"
+            )
+        if not 0 <= window < float("inf"):  # also refuses NaN, which compares false
+            raise ValueError(
+                f"drain window must be a finite number of seconds >= 0, got {window!r} "
+                "(0 closes from the next response on; drain(window=30) spreads the closes over 30 s)"
+            )
         self._engine.drain(float(window))
 
     def stop_draining(self) -> None:

@@ -12,14 +12,27 @@ import dataclasses
 import difflib
 import importlib
 import json
+import logging
 import math
 import os
 import random as _random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from ._rules import (
+    _METHOD_RE,
+    _OFF_WORDS,
+    Rule,
+    RuleMatcher,
+    _parse_bool,
+    _plain_status,
+    _status_set,
+    _type_name,
+    match_rules,
+)
 
 __all__ = [
     "DEFAULT_CLOSE_ON_STATUS",
@@ -49,258 +62,28 @@ Reason = Literal[
 #: (500, 501, 503).
 DEFAULT_CLOSE_ON_STATUS: frozenset[int] = frozenset((400, 408, 413, 414, 431, 500, 501, 503))
 
-_METHOD_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
+def suggest_option(name: str) -> str | None:
+    """The option a misspelled or shortened ``name`` most likely means, or None.
 
-def _type_name(value: object) -> str:
-    return type(value).__name__
-
-
-def _glob_to_regex(pattern: str) -> str:
-    """Translate a path glob: ``*`` within one segment, ``**`` across segments."""
-    out: list[str] = []
-    i = 0
-    n = len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            if pattern.startswith("**", i):
-                i += 2
-                if pattern.startswith("/", i):
-                    # "/**/x" also matches "/x": zero or more whole segments.
-                    out.append("(?:[^/]*/)*")
-                    i += 1
-                else:
-                    out.append(".*")
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
-
-
-def _status_set(value: object, option: str) -> frozenset[int]:
-    if isinstance(value, bool):
-        raise TypeError(f"{option} must be an int, a range or a set of ints, not {value!r}")
-    if isinstance(value, int):
-        items: Iterable[object] = (value,)
-    elif isinstance(value, (range, set, frozenset, list, tuple)):
-        items = value
-    else:
-        raise TypeError(
-            f"{option} must be an int, a range or a set of ints, not {_type_name(value)} {value!r}"
-        )
-    out: set[int] = set()
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise TypeError(f"{option} must contain only ints, got {item!r} in {value!r}")
-        if not 100 <= item <= 999:
-            raise ValueError(f"{option} must contain HTTP statuses (100-999), got {item!r}")
-        out.add(item)
-    return frozenset(out)
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """A per-route policy: close (or keep) connections for matching requests.
-
-    :param path: a glob over the path the application sees (``root_path`` /
-        ``SCRIPT_NAME`` included): ``*`` matches within one segment, ``**`` across
-        segments (``/downloads/*``, ``/api/**/export``). ``None`` matches every path.
-    :param methods: a method name or a set of them (case-insensitive); ``None``
-        matches every method. ``GET`` includes ``HEAD``, as routes do.
-    :param status: an int, a ``range`` or a set of ints; ``None`` matches every status.
-    :param close: ``True`` closes the connection after a matching response;
-        ``False`` exempts matching requests from every close connmw would decide on
-        its own (rules, statuses, request caps, age, overload, drain). A client's
-        own ``close``, HTTP/1.0 rules and an explicit close from the application
-        (its own ``Connection: close`` or :func:`connmw.request_close`) still close.
-
-    Rules are tried in order; the first whose path, methods and status all match
-    decides.
+    An option that contains every word of ``name`` comes first (``max_requests`` is
+    ``max_requests_per_connection``, not its ``_jitter``), then the closest spelling.
     """
-
-    path: str | None = None
-    methods: frozenset[str] | None = None
-    status: frozenset[int] | None = None
-    close: bool = True
-    _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __init__(
-        self,
-        path: str | None = None,
-        *,
-        methods: str | Iterable[str] | None = None,
-        status: int | range | Iterable[int] | None = None,
-        close: bool = True,
-    ) -> None:
-        if path is not None and not isinstance(path, str):
-            raise TypeError(f"Rule path must be a str glob or None, not {_type_name(path)} {path!r}")
-        if path is not None and not path.startswith("/"):
-            raise ValueError(f"Rule path must start with '/', got {path!r}")
-        norm_methods: frozenset[str] | None = None
-        if methods is not None:
-            if isinstance(methods, str):
-                methods = (methods,)
-            try:
-                items = list(methods)
-            except TypeError:
-                raise TypeError(
-                    f"Rule methods must be a str or a set of str, not {_type_name(methods)} {methods!r}"
-                ) from None
-            for m in items:
-                if not isinstance(m, str) or not _METHOD_RE.match(m):
-                    raise ValueError(f"Rule methods must be HTTP method names, got {m!r}")
-            if not items:
-                raise ValueError("Rule methods must not be empty (use None to match every method)")
-            norm_methods = frozenset(m.upper() for m in items)
-            if "GET" in norm_methods:
-                # HEAD is GET without the body (RFC 9110 §9.3.2); frameworks answer it with
-                # the GET route and nginx's limit_except GET allows it too.
-                norm_methods |= {"HEAD"}
-        norm_status = None if status is None else _status_set(status, "Rule status")
-        if not isinstance(close, bool):
-            raise TypeError(f"Rule close must be True or False, not {close!r}")
-        regex = None
-        if path is not None and any(c in path for c in "*?"):
-            regex = re.compile(_glob_to_regex(path) + r"\Z")
-        object.__setattr__(self, "path", path)
-        object.__setattr__(self, "methods", norm_methods)
-        object.__setattr__(self, "status", norm_status)
-        object.__setattr__(self, "close", close)
-        object.__setattr__(self, "_regex", regex)
-
-    def matches_request(self, method: str, path: str) -> bool:
-        """True when ``method`` and ``path`` match (the status is checked later)."""
-        if self.methods is not None and method.upper() not in self.methods:
-            return False
-        if self.path is None:
-            return True
-        if self._regex is None:
-            return path == self.path
-        return self._regex.match(path) is not None
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> Rule:
-        """Build a rule from a mapping such as a TOML table or a parsed YAML item.
-
-        Besides the keyword forms, ``methods`` may be a comma-separated string
-        (``"GET,HEAD"``), ``status`` a string (``"500,503"``, ``"500-599"``) or a
-        ``{"from": 500, "to": 599}`` table, and ``close`` a string (``"false"``).
-        """
-        if not isinstance(data, Mapping):
-            raise TypeError(f"rules items must be Rule objects or mappings, not {_type_name(data)} {data!r}")
-        unknown = set(data) - {"path", "methods", "status", "close"}
-        if unknown:
-            raise TypeError(f"Rule got unknown keys {sorted(map(str, unknown))!r} in {dict(data)!r}")
-        methods = data.get("methods")
-        if isinstance(methods, str):
-            methods = [m.strip() for m in methods.split(",") if m.strip()]
-        status = _plain_status(data.get("status"), "Rule status")
-        close = data.get("close", True)
-        if isinstance(close, str):
-            close = _parse_bool(close, "Rule close")
-        return cls(data.get("path"), methods=methods, status=status, close=close)
+    known = Options.field_names()
+    words = set(name.lower().replace("-", "_").split("_")) - {""}
+    if words:
+        containing = [k for k in known if words <= set(k.split("_"))]
+        if containing:
+            return min(containing, key=lambda k: (k.endswith("_jitter"), len(k)))
+    close = difflib.get_close_matches(name.lower().replace("-", "_"), known, n=1)
+    return close[0] if close else None
 
 
-def match_rules(rules: tuple[Rule, ...], method: str, path: str) -> tuple[Rule, ...]:
-    """The rules that may decide for ``method`` and ``path``, in order.
-
-    The list stops at the first rule without a status condition: nothing after it
-    can be reached. The first of them whose status matches decides the response.
-    """
-    found: list[Rule] | None = None
-    for rule in rules:
-        if rule.matches_request(method, path):
-            if rule.status is None and found is None:
-                return (rule,)  # the common case, without a list
-            if found is None:
-                found = []
-            found.append(rule)
-            if rule.status is None:
-                break
-    return () if found is None else tuple(found)
-
-
-class RuleMatcher:
-    """:func:`match_rules` over a fixed tuple of rules, with one combined path
-    pattern tried first: a request no rule's path matches (most requests) costs one
-    regular-expression match, however many rules there are. The pattern only
-    rules out; the rules themselves still decide."""
-
-    __slots__ = ("_prefilter", "rules")
-
-    def __init__(self, rules: tuple[Rule, ...]) -> None:
-        self.rules = rules
-        self._prefilter: re.Pattern[str] | None = None
-        if rules and all(rule.path is not None for rule in rules):
-            parts = [
-                rule._regex.pattern if rule._regex is not None else re.escape(str(rule.path)) + r"\Z"
-                for rule in rules
-            ]
-            self._prefilter = re.compile("|".join(f"(?:{part})" for part in parts))
-
-    def __call__(self, method: str, path: str) -> tuple[Rule, ...]:
-        prefilter = self._prefilter
-        if prefilter is not None and prefilter.match(path) is None:
-            return ()
-        return match_rules(self.rules, method, path)
-
-
-def _plain_status(value: Any, option: str) -> Any:
-    """Statuses from plain data: a string list/range or a ``{from, to}`` table."""
-    if isinstance(value, str):
-        return _parse_status_text(value, option)
-    if isinstance(value, Mapping):
-        if set(value) != {"from", "to"}:
-            raise ValueError(f"{option} as a table must have exactly 'from' and 'to', got {dict(value)!r}")
-        lo, hi = value["from"], value["to"]
-        for bound in (lo, hi):
-            if isinstance(bound, bool) or not isinstance(bound, int):
-                raise TypeError(f"{option} 'from' and 'to' must be ints, got {dict(value)!r}")
-        if lo > hi:
-            raise ValueError(f"{option} 'from' must not exceed 'to', got {dict(value)!r}")
-        return range(lo, hi + 1)
-    return value
-
-
-_OFF_WORDS = frozenset(("", "none", "off", "false"))
-
-
-def _parse_bool(text: str, option: str) -> bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{option} must be a boolean (true/false), got {text!r}")
-
-
-def _parse_status_text(text: str, option: str) -> frozenset[int]:
-    """``"500,503"`` or ``"500-599"`` or ``"400, 500-504"``; empty or ``none`` means none."""
-    out: set[int] = set()
-    if text.strip().lower() in _OFF_WORDS:
-        return frozenset()
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                if int(lo) > int(hi):
-                    raise ValueError
-                out.update(range(int(lo), int(hi) + 1))
-            else:
-                out.add(int(part))
-        except ValueError:
-            raise ValueError(
-                f"{option} must list statuses like '500,503' or '500-599', got {text!r}"
-            ) from None
-    return _status_set(out, option)
+def unknown_option(owner: str, given: str, name: str) -> str:
+    """The message for an option ``given`` (normalised: ``name``) that does not exist."""
+    hint = suggest_option(name)
+    extra = f" (did you mean {hint!r}?)" if hint else ""
+    return f"{owner} got an unknown option {given!r}{extra}"
 
 
 def _check_number(
@@ -487,9 +270,7 @@ class Options:
         known = cls.field_names()
         for key in options:
             if key not in known:
-                hint = difflib.get_close_matches(key, known, n=1)
-                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise TypeError(f"{owner} got an unknown option {key!r}{extra}")
+                raise TypeError(unknown_option(owner, key, key))
         return cls(**options)
 
     @classmethod
@@ -515,9 +296,9 @@ class Options:
                 raise TypeError(f"{owner} option names must be str, got {key!r}")
             name = key.lower().replace("-", "_")
             if name not in known:
-                hint = difflib.get_close_matches(name, known, n=1)
-                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise TypeError(f"{owner} got an unknown option {key!r}{extra}")
+                raise TypeError(unknown_option(owner, key, name))
+            if isinstance(value, str) and not value.strip():
+                continue  # empty means the default, for every option ("none" means off)
             kwargs[name] = _coerce(name, value)
         return cls(**kwargs)
 
@@ -526,10 +307,28 @@ class Options:
         """Build from environment variables named ``prefix`` + the option name in
         capitals: ``CONNMW_MAX_REQUESTS_PER_CONNECTION=1000``,
         ``CONNMW_CLOSE_ON_STATUS=none``, ``CONNMW_RULES='[{"path": "/export/*"}]'``.
-        Variables with the prefix that name no option raise :class:`TypeError`.
+        An empty variable means the option's default, as everywhere; ``none`` turns an
+        option off. A variable with the prefix that names no option is ignored with one
+        warning on the ``connmw`` logger naming it and the closest option: the prefix is
+        shared with other tools' variables, so it does not stop start-up. Bad values of
+        real options raise, as with keyword construction.
         """
         env = os.environ if environ is None else environ
-        found = {k[len(prefix) :]: v for k, v in env.items() if k.startswith(prefix)}
+        known = cls.field_names()
+        found: dict[str, str] = {}
+        for key, value in env.items():
+            if not key.startswith(prefix):
+                continue
+            name = key[len(prefix) :]
+            if name.lower().replace("-", "_") in known:
+                found[name] = value
+                continue
+            hint = suggest_option(name)
+            logging.getLogger("connmw").warning(
+                "environment variable %s names no connmw option and is ignored%s",
+                key,
+                f" (did you mean {prefix}{hint.upper()}?)" if hint else "",
+            )
         return cls.from_mapping(found, owner=f"environment ({prefix}*)")
 
     def as_kwargs(self) -> dict[str, Any]:

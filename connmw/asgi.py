@@ -22,10 +22,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ._api import join_outer
+from ._configured import Configured, check_asgi_app
 from ._decide import VERSION_CODES
 from ._engine import Controls, Engine, RequestFacts
 from ._headers import H1_APP_HOP_BY_HOP, H2_FORBIDDEN, connection_tokens, has_forbidden_chars, is_token
-from ._policy import Options
 from ._state import asgi_connection_key
 from .servers import asgi_server_profile
 
@@ -45,12 +45,13 @@ _CLOSE_LINE = (b"connection", b"close")
 _KEEP_ALIVE_LINE = (b"connection", b"keep-alive")
 
 
-class ConnectionMiddleware(Controls):
+class ConnectionMiddleware(Configured["ASGIApp"], Controls):
     """Manage the HTTP ``Connection`` header of an ASGI application.
 
     :param app: the ASGI 3 application to wrap (first, so Starlette's
         ``add_middleware(ConnectionMiddleware, ...)`` works).
-    :param options: keyword options, see :class:`connmw.Options`.
+    :param options: keyword-only, typed, validated here (see :class:`connmw.Options`);
+        a misspelled name or a bad value raises at construction.
 
     Usage::
 
@@ -72,10 +73,7 @@ class ConnectionMiddleware(Controls):
     outside any proxy-headers middleware that rewrites them.
     """
 
-    def __init__(self, app: ASGIApp, /, **options: Any) -> None:
-        self.app = app
-        self.options = Options.from_kwargs("ConnectionMiddleware", options)
-        self._engine = Engine(self.options)
+    _check_app = staticmethod(check_asgi_app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -23,15 +23,19 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._api import join_outer
+from ._configured import Configured, check_wsgi_app
 from ._decide import version_code
 from ._engine import Controls, Engine, RequestFacts
 from ._headers import WSGI_HOP_BY_HOP, connection_tokens
-from ._policy import Options
 from ._state import wsgi_connection_key
 from .servers import wsgi_server
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import (
+        StartResponse,
+        WSGIApplication,  # noqa: F401 (the base class's type argument)
+        WSGIEnvironment,
+    )
 
 __all__ = ["WSGIConnectionMiddleware"]
 
@@ -39,11 +43,12 @@ _WATCH_LEN = frozenset(len(n) for n in WSGI_HOP_BY_HOP) | {len("content-length")
 _NO_BODY_STATUS = frozenset((204, 304))
 
 
-class WSGIConnectionMiddleware(Controls):
+class WSGIConnectionMiddleware(Configured["WSGIApplication"], Controls):
     """Manage the HTTP ``Connection`` header of a WSGI application.
 
     :param app: the WSGI application to wrap.
-    :param options: keyword options, see :class:`connmw.Options`.
+    :param options: keyword-only, typed, validated here (see :class:`connmw.Options`);
+        a misspelled name or a bad value raises at construction.
 
     Usage (Flask)::
 
@@ -61,10 +66,7 @@ class WSGIConnectionMiddleware(Controls):
     middleware.
     """
 
-    def __init__(self, app: WSGIApplication, /, **options: Any) -> None:
-        self.app = app
-        self.options = Options.from_kwargs("WSGIConnectionMiddleware", options)
-        self._engine = Engine(self.options)
+    _check_app = staticmethod(check_wsgi_app)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         outer = environ.get("connmw")

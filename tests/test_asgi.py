@@ -483,10 +483,11 @@ def test_requests_are_freed_without_the_cycle_collector() -> None:
             scope = make_scope(headers=[(b"connection", b"close")])
             await app(scope, _no_receive_ok, Cycle(scope).send)
 
-    for options in (
+    option_sets: list[dict[str, Any]] = [
         {},
         {"max_requests_per_connection": 5, "overload_soft_limit": 1, "overload_hard_limit": 9},
-    ):
+    ]
+    for options in option_sets:
         app = ConnectionMiddleware(responder(headers=[CL]), **options)
         gc.collect()
         gc.disable()

@@ -165,7 +165,7 @@ def test_no_setting_means_defaults() -> None:
         ),
         pytest.param(
             {"max_request_per_connection": 5},
-            "settings.CONNMW: settings.CONNMW got an unknown option 'max_request_per_connection' "
+            "settings.CONNMW got an unknown option 'max_request_per_connection' "
             "(did you mean 'max_requests_per_connection'?)",
             id="typo",
         ),
@@ -182,6 +182,14 @@ def test_bad_settings_fail_at_start_up(setting: Any, message: str) -> None:
         with pytest.raises(ImproperlyConfigured):
             connmw_django.get_asgi_application()
     assert message in str(wsgi_error.value)
+
+
+def test_unknown_setting_names_the_setting_once_and_the_option_meant() -> None:
+    with override_settings(CONNMW={"max_requests": 100}), pytest.raises(ImproperlyConfigured) as error:
+        connmw_django.get_wsgi_application()
+    assert str(error.value) == (
+        "settings.CONNMW got an unknown option 'max_requests' (did you mean 'max_requests_per_connection'?)"
+    )
 
 
 def test_bad_override_fails_at_start_up() -> None:

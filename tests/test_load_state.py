@@ -367,9 +367,13 @@ def test_middleware_drain_api(cls: Any) -> None:
     assert mw.engine.load.drain_window == 2.0
     mw.stop_draining()
     assert not mw.draining
-    for bad in (-1, True, "1"):
-        with pytest.raises(ValueError, match="drain window"):
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"drain window must be a finite number of seconds >= 0, got"):
             mw.drain(bad)
+    for wrong in (True, "1"):
+        with pytest.raises(TypeError, match="drain window must be a number of seconds, not"):
+            mw.drain(wrong)
+    assert not mw.draining
 
 
 def test_drain_from_many_threads_at_once() -> None:

@@ -362,15 +362,13 @@ def test_from_env() -> None:
     env = {
         "CONNMW_MAX_REQUESTS_PER_CONNECTION": "500",
         "CONNMW_RULES": '[{"path": "/export/*", "methods": "POST"}]',
-        "CONNMW_CLOSE_ON_STATUS": "",
+        "CONNMW_CLOSE_ON_STATUS": "none",
         "OTHER": "ignored",
     }
     options = Options.from_env(environ=env)
     assert options.max_requests_per_connection == 500
     assert options.rules == (Rule("/export/*", methods="POST"),)
     assert options.close_on_status == frozenset()
-    with pytest.raises(TypeError, match=r"environment \(APP_\*\) got an unknown option 'MAX_REQUEST'"):
-        Options.from_env("APP_", {"APP_MAX_REQUEST": "1"})
 
 
 def test_from_env_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:

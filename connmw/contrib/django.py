@@ -72,7 +72,10 @@ def options_from_settings(**overrides: Any) -> dict[str, Any]:
         options.update(overrides)
         Options.from_kwargs("settings.CONNMW", options)
     except (TypeError, ValueError) as exc:
-        raise ImproperlyConfigured(f"settings.CONNMW: {exc}") from exc
+        text = str(exc)
+        if not text.startswith("settings.CONNMW"):
+            text = f"settings.CONNMW: {text}"
+        raise ImproperlyConfigured(text) from exc
     return options
 
 

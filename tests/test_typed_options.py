@@ -1,0 +1,146 @@
+"""Typed options: one signature for both middlewares, in step with :class:`connmw.Options`,
+checked by mypy (through Starlette's ``add_middleware`` too) and at run time."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import connmw
+from connmw import ConnectionMiddleware, Options, Rule, WSGIConnectionMiddleware
+
+MIDDLEWARES = [ConnectionMiddleware, WSGIConnectionMiddleware]
+ROOT = Path(__file__).resolve().parent.parent
+USAGE = ROOT / "tests" / "typecheck" / "options_usage.py"
+
+
+async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("not called")
+
+
+def wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
+    raise AssertionError("not called")
+
+
+def app_for(cls: Any) -> Any:
+    return asgi_app if cls is ConnectionMiddleware else wsgi_app
+
+
+@pytest.mark.parametrize("cls", MIDDLEWARES)
+def test_parameters_are_the_options_fields_with_their_defaults(cls: Any) -> None:
+    params = list(inspect.signature(cls).parameters.values())
+    assert params[0].name == "app" and params[0].kind is inspect.Parameter.POSITIONAL_ONLY
+    fields = [f for f in dataclasses.fields(Options) if not f.name.startswith("_")]
+    assert [p.name for p in params[1:]] == [f.name for f in fields]
+    for param, field in zip(params[1:], fields, strict=True):
+        assert param.kind is inspect.Parameter.KEYWORD_ONLY, param.name
+        assert param.default == field.default, param.name
+        assert param.annotation != inspect.Parameter.empty, param.name
+    doc = inspect.getdoc(cls.__init__) or ""
+    for field in fields:
+        assert f":param {field.name}:" in doc, f"{field.name} has no docstring line"
+
+
+#: A value different from the default for every option.
+SAMPLE: dict[str, Any] = {
+    "rules": [Rule("/x")],
+    "close_on_status": (500,),
+    "max_requests_per_connection": 7,
+    "max_requests_jitter": 2,
+    "max_connection_age": 30,
+    "max_connection_age_jitter": 3,
+    "keep_alive_timeout": 4,
+    "overload_soft_limit": 1,
+    "overload_hard_limit": 9,
+    "pressure": lambda: 0.0,
+    "on_decision": lambda facts, decision: None,
+    "decision_header": "x-why",
+    "connection_idle_timeout": 60,
+    "max_tracked_connections": 10,
+    "strip_nominated_request_headers": True,
+    "protected_request_headers": ["x-a"],
+    "max_connection_tokens": 8,
+    "clock": lambda: 0.0,
+    "random": lambda: 0.5,
+}
+
+
+@pytest.mark.parametrize("cls", MIDDLEWARES)
+def test_every_option_reaches_options(cls: Any) -> None:
+    assert set(SAMPLE) == set(Options.field_names())
+    middleware = cls(app_for(cls), **SAMPLE)
+    expected = Options(**SAMPLE)
+    for name in Options.field_names():
+        assert getattr(middleware.options, name) == getattr(expected, name), name
+        assert getattr(expected, name) != getattr(Options(), name), name
+
+
+@pytest.mark.parametrize("cls", MIDDLEWARES)
+def test_misspelled_option_at_run_time_names_the_option_meant(cls: Any) -> None:
+    with pytest.raises(TypeError) as error:
+        cls(app_for(cls), max_requests=100)
+    assert str(error.value) == (
+        f"{cls.__name__} got an unknown option 'max_requests' (did you mean 'max_requests_per_connection'?)"
+    )
+    with pytest.raises(
+        TypeError, match=r"got an unknown option 'colse_on_status' .did you mean 'close_on_status'"
+    ):
+        cls(app_for(cls), colse_on_status=())
+
+
+@pytest.mark.parametrize("cls", MIDDLEWARES)
+def test_options_are_keyword_only(cls: Any) -> None:
+    with pytest.raises(TypeError) as error:
+        cls(app_for(cls), [Rule()])
+    assert str(error.value) == (
+        f"{cls.__name__} takes the application as its only positional argument; "
+        f"options are keyword-only, e.g. {cls.__name__}(app, rules=[...])"
+    )
+
+
+def test_starlette_add_middleware_passes_the_options() -> None:
+    from starlette.applications import Starlette
+
+    app = Starlette()
+    app.add_middleware(ConnectionMiddleware, max_requests_per_connection=3, decision_header="x-connmw")
+    middleware: Any = app.build_middleware_stack()
+    while not isinstance(middleware, ConnectionMiddleware):
+        middleware = middleware.app
+    assert middleware.options.max_requests_per_connection == 3
+    assert middleware.options.decision_header == "x-connmw"
+
+
+def test_mypy_rejects_misspelled_options_and_wrong_types() -> None:
+    """mypy --strict on tests/typecheck/options_usage.py: exactly the marked lines fail."""
+    api = pytest.importorskip("mypy.api")
+    expected: set[tuple[int, str]] = set()
+    for number, line in enumerate(USAGE.read_text().splitlines(), 1):
+        marker = re.search(r"# error: ([a-z-]+)$", line)
+        if marker:
+            expected.add((number, marker.group(1)))
+    assert len(expected) == 9
+    stdout, stderr, _status = api.run(
+        [
+            "--strict",
+            "--no-error-summary",
+            "--hide-error-context",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            str(USAGE),
+        ]
+    )
+    found = {
+        (int(m.group(1)), m.group(2))
+        for m in re.finditer(r"options_usage\.py:(\d+): error: .*\[([a-z-]+)\]$", stdout, re.MULTILINE)
+    }
+    assert found == expected, stdout + stderr
+
+
+def test_public_names_unchanged() -> None:
+    assert connmw.ConnectionMiddleware is ConnectionMiddleware
+    assert connmw.WSGIConnectionMiddleware is WSGIConnectionMiddleware
