@@ -89,7 +89,8 @@ def test_clean_headers_are_passed_as_the_same_list() -> None:
         start_response("200 OK", headers)
         return [b"hi"]
 
-    for options in ({}, {"rules": [Rule("/other")]}):
+    option_sets: list[dict[str, Any]] = [{}, {"rules": [Rule("/other")]}]
+    for options in option_sets:
         capture, _ = call(WSGIConnectionMiddleware(app, **options))
         # Nothing to remove: the server gets the application's own list, not a copy.
         assert capture.calls[0][1] is given[-1]
