@@ -14,7 +14,7 @@ import inspect
 import random as _random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ._engine import Engine
 from ._policy import DEFAULT_CLOSE_ON_STATUS, Options, Rule, unknown_option
@@ -62,7 +62,7 @@ class Configured(Generic[AppT]):
         max_requests_jitter: int = 0,
         max_connection_age: float | None = None,
         max_connection_age_jitter: float = 0.0,
-        keep_alive_timeout: float | None = None,
+        keep_alive_timeout: float | Literal["auto"] | None = None,
         overload_soft_limit: int | None = None,
         overload_hard_limit: int | None = None,
         pressure: Callable[[], float] | None = None,
@@ -92,7 +92,8 @@ class Configured(Generic[AppT]):
             this old closes it.
         :param max_connection_age_jitter: seconds added at random (0..jitter) per connection.
         :param keep_alive_timeout: seconds, advertised as ``Keep-Alive: timeout=N`` on
-            HTTP/1.x responses that keep the connection; at most the server's idle timeout.
+            HTTP/1.x responses that keep the connection, or ``"auto"``: the server's own
+            idle timeout where connmw can read it; a number above it is lowered to it.
         :param overload_soft_limit: in-flight requests (per process) from which responses
             start to close connections, with a probability rising linearly...
         :param overload_hard_limit: ...to 1 at this many in-flight requests.

@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import connmw
-from connmw import ConnectionMiddleware, Options, Rule, WSGIConnectionMiddleware
+from connmw import ConnectionMiddleware, Decision, Options, RequestFacts, Rule, WSGIConnectionMiddleware
 
 MIDDLEWARES = [ConnectionMiddleware, WSGIConnectionMiddleware]
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,11 @@ def app_for(cls: Any) -> Any:
     return asgi_app if cls is ConnectionMiddleware else wsgi_app
 
 
+#: Options normalises these (any iterable to a tuple or frozenset; the callback's
+#: arguments typed); every other parameter has exactly the field's type.
+TAKES_INPUT_FORMS = frozenset(("rules", "close_on_status", "on_decision", "protected_request_headers"))
+
+
 @pytest.mark.parametrize("cls", MIDDLEWARES)
 def test_parameters_are_the_options_fields_with_their_defaults(cls: Any) -> None:
     params = list(inspect.signature(cls).parameters.values())
@@ -41,7 +47,13 @@ def test_parameters_are_the_options_fields_with_their_defaults(cls: Any) -> None
         assert param.kind is inspect.Parameter.KEYWORD_ONLY, param.name
         assert param.default == field.default, param.name
         assert param.annotation != inspect.Parameter.empty, param.name
+    hints = typing.get_type_hints(cls.__init__, localns={"RequestFacts": RequestFacts, "Decision": Decision})
+    field_hints = typing.get_type_hints(Options)
+    for field in fields:
+        if field.name not in TAKES_INPUT_FORMS:
+            assert hints[field.name] == field_hints[field.name], field.name
     doc = inspect.getdoc(cls.__init__) or ""
+
     for field in fields:
         assert f":param {field.name}:" in doc, f"{field.name} has no docstring line"
 

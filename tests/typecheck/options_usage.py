@@ -29,6 +29,7 @@ app.add_middleware(ConnectionMiddleware, rules=[Rule("/downloads/*")], max_reque
 app.add_middleware(ConnectionMiddleware, keep_alive_timeout=5, close_on_status=range(500, 600))
 Middleware(ConnectionMiddleware, rules=[Rule()], decision_header="x-connmw")
 ConnectionMiddleware(asgi_app, max_connection_age=300, max_connection_age_jitter=60.5)
+ConnectionMiddleware(asgi_app, keep_alive_timeout="auto")
 WSGIConnectionMiddleware(wsgi_app, overload_soft_limit=10, overload_hard_limit=20)
 
 # A misspelled option, through add_middleware, Middleware and both constructors.
