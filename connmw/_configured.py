@@ -10,6 +10,7 @@ normalises. All of this runs once, at construction.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import random as _random
 import time
@@ -47,7 +48,7 @@ class Configured(Generic[AppT]):
                     f"options are keyword-only, e.g. {cls.__name__}(app, rules=[...])"
                 )
             for key in kwargs:
-                if key not in _FIELDS:
+                if key not in _FIELDS and key != "app":
                     raise TypeError(unknown_option(cls.__name__, key, key))
             return object.__new__(cls)
 
@@ -125,6 +126,15 @@ class Configured(Generic[AppT]):
     if not TYPE_CHECKING:
         # help(), IDEs and inspect.signature show the parameters of __init__, not __new__'s.
         __new__.__signature__ = inspect.signature(__init__)
+
+        _typed_init = __init__
+
+        @functools.wraps(_typed_init)
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            # Starlette before 0.41 builds its middleware as ``cls(app=app, **options)``.
+            if not args and "app" in kwargs:
+                args = (kwargs.pop("app"),)
+            Configured._typed_init(self, *args, **kwargs)
 
     @staticmethod
     def _check_app(app: Any) -> None:

@@ -512,3 +512,21 @@ def test_send_after_the_application_returned_is_refused() -> None:
     run(call(ConnectionMiddleware(app), make_scope()))
     with pytest.raises(RuntimeError, match="after it returned"):
         run(kept[0]({"type": "http.response.body", "body": b"late"}))
+
+
+def _wsgi_hello(environ: Any, start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"hi"]
+
+
+def test_the_app_may_be_passed_by_keyword() -> None:
+    """Starlette before 0.41 builds its middleware as ``cls(app=app, **options)``."""
+    from connmw import WSGIConnectionMiddleware
+
+    app = ConnectionMiddleware(app=responder(headers=[CL]), rules=[Rule("/")])  # type: ignore[call-arg]
+    sent = run(call(app, make_scope()))
+    assert header_lines(sent, b"connection") == [b"close"]
+    assert WSGIConnectionMiddleware(app=_wsgi_hello).app is _wsgi_hello  # type: ignore[call-arg]
+    for cls in (ConnectionMiddleware, WSGIConnectionMiddleware):
+        with pytest.raises(TypeError):
+            cls(rules=[])  # type: ignore[call-arg]

@@ -206,6 +206,9 @@ def _with_request(func: Callable[..., Any], wrapper: Callable[..., Any]) -> bool
     except (NameError, TypeError, ValueError):
         return False
     request_class = _request_class()
+    # The evaluated signature: older FastAPI (0.110 to 0.115 at least) resolves string annotations
+    # (``from __future__ import annotations``) in the wrapper's module, not the endpoint's.
+    wrapper.__signature__ = sig  # type: ignore[attr-defined]
     if _INJECTED in sig.parameters:
         return False
     for p in sig.parameters.values():
