@@ -55,6 +55,12 @@ def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
+def stopped(thread: threading.Thread, what: str, timeout: float = 10.0) -> None:
+    """Wait for a server's thread to end; fail when it does not within ``timeout``."""
+    thread.join(timeout)
+    assert not thread.is_alive(), f"{what} did not stop within {timeout} s"
+
+
 @contextlib.contextmanager
 def uvicorn_thread(app: Any, http: str = "h11", **config: Any) -> Iterator[int]:
     import uvicorn
@@ -74,7 +80,7 @@ def uvicorn_thread(app: Any, http: str = "h11", **config: Any) -> Iterator[int]:
         yield port
     finally:
         server.should_exit = True
-        thread.join(10)
+        stopped(thread, "uvicorn")
         sock.close()
 
 
@@ -119,9 +125,8 @@ def hypercorn_thread(
         yield port
     finally:
         loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-        if not loop.is_running():
-            loop.close()
+        stopped(thread, "hypercorn")
+        loop.close()
         sock.close()
 
 
@@ -137,19 +142,32 @@ def waitress_thread(app: Any, **kw: Any) -> Iterator[int]:
         wait_for_port(port, 10)
         yield port
     finally:
-        # Close every dispatcher from inside waitress's own loop (closing them from
-        # here races the loop's select() on the same descriptors); the loop ends
-        # when its map is empty.
-        def stop() -> None:
-            for dispatcher in list(server._map.values()):
-                dispatcher.close()
+        # First the worker threads: each pulls the trigger (writes to its pipe) when a
+        # task ends, and a pull after the pipe is closed writes to a closed descriptor
+        # (EBADF) or to whatever reused its number. shutdown() lets running tasks end.
+        dispatcher = server.task_dispatcher
+        dispatcher.shutdown(timeout=10)
+        assert not dispatcher.threads, f"waitress worker threads still running: {dispatcher.threads}"
 
-        server.trigger.pull_trigger(stop)
-        thread.join(10)
-        if thread.is_alive():  # pragma: no cover - the loop did not wake: force it
-            server.close()
-            thread.join(10)
-        server.task_dispatcher.shutdown()
+        # Then every connection, closed from inside waitress's own loop (closing them
+        # from here races the loop's select() on the same descriptors); the loop ends
+        # when its map is empty. The trigger and the listening server (whose close()
+        # closes the trigger too) only leave the map there: the loop may run this thunk,
+        # woken by an earlier pull, before pull_trigger() below has written its byte, so
+        # they are closed here once the loop has ended.
+        trigger = server.trigger
+
+        def stop() -> None:
+            for item in list(server._map.values()):
+                if item is trigger or item is server:
+                    item.del_channel()
+                else:
+                    item.close()
+
+        trigger.pull_trigger(stop)
+        stopped(thread, "waitress")
+        server.close()
+        assert trigger._closed
 
 
 @contextlib.contextmanager
@@ -169,7 +187,7 @@ def wsgiref_thread(app: Any) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
-        thread.join(10)
+        stopped(thread, "wsgiref")
 
 
 @contextlib.contextmanager
@@ -207,6 +225,7 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
             proc.wait(timeout)
     if proc.stdout:
         proc.stdout.close()
+    assert proc.returncode is not None, f"process {proc.pid} did not stop"
 
 
 def gunicorn_argv(
@@ -253,7 +272,7 @@ def werkzeug_thread(app: Any, threaded: bool = True) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
-        thread.join(10)
+        stopped(thread, "werkzeug")
 
 
 @contextlib.contextmanager
@@ -270,7 +289,7 @@ def cheroot_thread(app: Any, threads: int = 4) -> Iterator[int]:
         yield port
     finally:
         server.stop()
-        thread.join(10)
+        stopped(thread, "cheroot")
 
 
 def granian_argv(app: str, port: int, http: str = "1", interface: str = "asgi") -> list[str]:

@@ -33,6 +33,7 @@ from tests.servers import (
     free_port,
     gunicorn_argv,
     hypercorn_thread,
+    stopped,
     subprocess_server,
     uvicorn_thread,
 )
@@ -327,7 +328,7 @@ class Misbehaving:
                 c.shutdown(socket.SHUT_RDWR)
             c.close()
         for t in threads:
-            t.join(5)
+            stopped(t, "a connection thread of the misbehaving server", 5)
 
 
 @pytest.fixture(scope="module")
@@ -339,7 +340,7 @@ def bad_server() -> Iterator[int]:
         yield server.port
     finally:
         server.close()
-        thread.join(5)
+        stopped(thread, "the misbehaving server", 5)
 
 
 # -- uvicorn + connmw: no violation ---------------------------------------------------
@@ -665,7 +666,7 @@ def one_shot_server(reply: bytes, wait_request: bool = True) -> Iterator[tuple[i
         yield srv.getsockname()[1], seen
     finally:
         stop.set()
-        thread.join(5)
+        stopped(thread, "the scripted server", 5)
         srv.close()
 
 

@@ -248,6 +248,7 @@ def test_counts_are_exact_under_many_concurrent_keep_alive_clients(kind: str) ->
             thread.start()
         for thread in threads:
             thread.join(60)
+        assert not any(t.is_alive() for t in threads), "a client thread is still running"
         assert not errors, errors[:3]
         expected = [str(i).encode() for i in range(1, STRESS_REQUESTS + 1)]
         assert len(results) == STRESS_CLIENTS

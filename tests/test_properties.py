@@ -36,7 +36,7 @@ from tests.fuzz.harness import (
     wsgi_responder,
     wsgi_run,
 )
-from tests.servers import hypercorn_thread, uvicorn_thread
+from tests.servers import hypercorn_thread, stopped, uvicorn_thread
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -456,7 +456,7 @@ def test_app_transfer_encoding_never_reaches_http1_client_on_werkzeug() -> None:
     finally:
         server.shutdown()
         server.server_close()
-        thread.join(10)
+        stopped(thread, "werkzeug")
 
 
 @pytest.mark.server

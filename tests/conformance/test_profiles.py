@@ -20,6 +20,7 @@ import pytest
 
 from connmw import ConnectionMiddleware, Rule, WSGIConnectionMiddleware
 from connmw.servers import asgi_profile_for, asgi_server_profile
+from tests import servers
 from tests.apps import raw_asgi, raw_wsgi
 from tests.conformance import cases
 from tests.conformance.cases import Target
@@ -195,7 +196,7 @@ def _django_basehttp(app: Any) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
-        thread.join(10)
+        servers.stopped(thread, "django basehttp")
 
 
 @pytest.mark.server
