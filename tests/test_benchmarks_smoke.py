@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from typing import Any
 
 import pytest
@@ -65,7 +64,6 @@ Requests/sec:  50123.45
     assert errors == 7
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
 def test_server_benchmark_argv() -> None:
     argv = bench_server.SERVERS["uvicorn-httptools"]("connmw", 1234)
     assert argv[-1] == "tests.benchmarks.server_apps:asgi_connmw"

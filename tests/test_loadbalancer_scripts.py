@@ -93,9 +93,7 @@ def test_haproxy_config_rejects_unknown_mode(lb: ModuleType) -> None:
         lb.haproxy_config(mode="udp", port=1, servers=[], stats_socket="/tmp/x.sock")
 
 
-@pytest.mark.skipif(
-    shutil.which("haproxy") is None, reason="haproxy is not installed (apt-get install haproxy)"
-)
+@pytest.mark.tools("haproxy")
 @pytest.mark.parametrize("mode", ["tcp", "http"])
 def test_haproxy_accepts_config(lb: ModuleType, mode: str, tmp_path: Path) -> None:
     cfg = tmp_path / "haproxy.cfg"
@@ -280,13 +278,8 @@ def test_bare_backend_app(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # -- end to end (needs haproxy and wrk) -------------------------------------------------------
 
-needs_tools = pytest.mark.skipif(
-    shutil.which("haproxy") is None or shutil.which("wrk") is None,
-    reason="haproxy and wrk are not installed (apt-get install haproxy wrk)",
-)
 
-
-@needs_tools
+@pytest.mark.tools("haproxy", "wrk")
 @pytest.mark.server
 @pytest.mark.parametrize("mode", ["tcp", "http"])
 def test_cluster_smoke(lb: ModuleType, mode: str) -> None:
