@@ -106,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--insecure", action="store_true", help="https: skip the certificate check")
     probe.add_argument("--cacert", metavar="FILE", help="https: trust the CA certificates in FILE")
     probe.add_argument(
-        "--http2", action="store_true", help="add an HTTP/2 case (prior knowledge; ALPN on https; needs h2)"
+        "--http2",
+        action="store_true",
+        help="add the HTTP/2 cases: one stream, then up to 200 on one connection, 8 at once, reporting "
+        "any GOAWAY and whether every stream completed (prior knowledge; ALPN on https; needs connmw[probe])",
     )
     probe.add_argument("--json", action="store_true", help="print a JSON report (schema connmw.probe/1)")
     probe.add_argument(

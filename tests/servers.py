@@ -92,7 +92,9 @@ def hypercorn_thread(
     certfile: str | None = None,
     keyfile: str | None = None,
     keep_alive: float | None = None,
+    **options: Any,
 ) -> Iterator[int]:
+    """hypercorn on loopback in a thread; ``options`` are set on its ``Config`` as given."""
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -105,6 +107,8 @@ def hypercorn_thread(
     config.errorlog = None
     if keep_alive is not None:
         config.keep_alive_timeout = keep_alive
+    for name, value in options.items():
+        setattr(config, name, value)
     if certfile:
         config.certfile = certfile
         config.keyfile = keyfile

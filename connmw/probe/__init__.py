@@ -20,13 +20,16 @@ Cases, each on a fresh connection:
 ``http10``             ``HTTP/1.0``, no ``Connection``
 ``http10-keep-alive``  ``HTTP/1.0``, ``Connection: keep-alive``
 ``h2``                 HTTP/2 with prior knowledge (``--http2``; ALPN ``h2`` over TLS)
+``h2-streams``         HTTP/2, up to 200 requests on one connection, 8 streams at
+                       once, none opened after a GOAWAY (``--http2``)
 =====================  ====================================================
 
 For each case the probe sends the request, reads the response (the body is read
 and discarded), then waits up to ``close_wait`` seconds for the server to close
 the connection. When it does not, the same request is sent again on the same
 connection to see whether it is answered. On HTTP/2 a second stream is sent on
-the same connection instead.
+the same connection instead. The ``h2-streams`` case reads every stream to its end
+(or the connection's) and counts how each ended; every GOAWAY is recorded.
 
 Findings
 --------
@@ -61,11 +64,18 @@ code                            severity   reference       when
                                                            ``transfer-encoding``, ``upgrade`` or
                                                            ``te`` other than ``trailers`` on
                                                            HTTP/2
+``h2-streams-lost``             violation  RFC 9113 §6.8   HTTP/2 streams at or below a GOAWAY's
+                                                           last stream id (or with no GOAWAY)
+                                                           got no complete response (reset, cut,
+                                                           unanswered after the GOAWAY)
 ``unannounced-close``           warning    RFC 9112 §9.6   an HTTP/1.1 response without
                                                            ``close``, then the server closed
 ``kept-without-keep-alive``     warning    RFC 9112 §9.3   HTTP/1.0 ``keep-alive`` request; the
                                                            response does not say ``keep-alive``
                                                            but the connection stayed open
+``h2-goaway-error``             warning    RFC 9113 §6.8   a GOAWAY with an error code
+``h2-close-without-goaway``     warning    RFC 9113 §6.8   an HTTP/2 connection closed without
+                                                           a GOAWAY
 ==============================  =========  ==============  =====================================
 
 JSON output (``--json``), schema ``connmw.probe/1``
@@ -105,7 +115,19 @@ meaning bumps it. ::
           "findings": [{"code": "...", "severity": "violation", "rfc": "RFC 9112 §9.6",
                         "message": "..."}],
           "error": null,                    # why the case could not complete, or null
-          "elapsed_ms": 3.1
+          "elapsed_ms": 3.1,
+          "goaways": [                      # HTTP/2: every GOAWAY received, in order
+            {"error_code": 0, "error": "NO_ERROR", "last_stream_id": 2147483647,
+             "debug_data": "max-requests"}
+          ],
+          "streams": {                      # h2-streams only, else null
+            "concurrency": 8, "sent": 33, "completed": 33,
+            "refused": 0,                   # above the last id or REFUSED_STREAM: safe to retry
+            "reset": 0, "cut": 0,           # reset otherwise; cut by the connection's end
+            "unanswered": 0,                # open at the timeout (lost after a GOAWAY)
+            "lost": 0, "all_completed": true,
+            "before_goaway": 25             # responses before the first GOAWAY, or null
+          }
         }
       ],
       "summary": {"violations": 0, "warnings": 0, "errors": 0},

@@ -141,6 +141,14 @@ CASES: tuple[CaseSpec, ...] = (
     CaseSpec("http10-keep-alive", "HTTP/1.0 keep-alive", protocol="HTTP/1.0", connection="keep-alive"),
 )
 H2_CASE = CaseSpec("h2", "HTTP/2", protocol="HTTP/2")
+#: Streams open at once in the ``h2-streams`` case (below every server's default limit).
+H2_AT_ONCE = 8
+#: Enough streams on one connection to meet a request cap (nginx 1000, ALB 10,000 would need more;
+#: hypercorn's ``keep_alive_max_requests`` and connmw's cap are usually set lower), yet bounded.
+H2_STREAMS_CASE = CaseSpec(
+    "h2-streams", f"HTTP/2 200 streams, {H2_AT_ONCE} at once", protocol="HTTP/2", requests=200
+)
+H2_CASES = (H2_CASE, H2_STREAMS_CASE)
 
 
 def tokens(values: Iterable[str]) -> list[str]:

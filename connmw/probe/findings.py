@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .cases import H2_FORBIDDEN, CaseSpec, tokens
-from .results import CaseResult, Finding
+from .results import CaseResult, Finding, goaways_text
 
 
 def ms(seconds: float) -> str:
@@ -33,24 +33,12 @@ def _keep_alive_timeout(values: Sequence[str]) -> float | None:
 
 def evaluate(spec: CaseSpec, result: CaseResult, close_wait: float) -> list[Finding]:
     """The findings for one finished case; a pure function of what was observed."""
+    if spec.protocol == "HTTP/2":
+        return _h2_findings(result)
     out: list[Finding] = []
     if result.status is None:
         return out
     h = result.headers
-    if spec.protocol == "HTTP/2":
-        bad = [n for n in H2_FORBIDDEN if h.get(n)]
-        bad += [f"te: {v}" for v in h.get("te", []) if v.strip().lower() != "trailers"]
-        if bad:
-            out.append(
-                Finding(
-                    "h2-forbidden-header",
-                    "violation",
-                    "RFC 9113 §8.2.2",
-                    f"HTTP/2 response carries connection-specific headers ({', '.join(sorted(bad))}): "
-                    "a conforming client must treat it as malformed",
-                )
-            )
-        return out
 
     conn_lines = h["connection"]
     resp_tokens = tokens(conn_lines)
@@ -197,4 +185,56 @@ def evaluate(spec: CaseSpec, result: CaseResult, close_wait: float) -> list[Find
                     "did not say Connection: close",
                 )
             )
+    return out
+
+
+def _h2_findings(result: CaseResult) -> list[Finding]:
+    out: list[Finding] = []
+    h = result.headers
+    bad = [n for n in H2_FORBIDDEN if h.get(n)]
+    bad += [f"te: {v}" for v in h.get("te", []) if v.strip().lower() != "trailers"]
+    if result.status is not None and bad:
+        out.append(
+            Finding(
+                "h2-forbidden-header",
+                "violation",
+                "RFC 9113 §8.2.2",
+                f"HTTP/2 response carries connection-specific headers ({', '.join(sorted(bad))}): "
+                "a conforming client must treat it as malformed",
+            )
+        )
+    streams = result.streams
+    goaway = " after " + goaways_text(result.goaways) if result.goaways else ""
+    if streams is not None and streams.lost:
+        out.append(
+            Finding(
+                "h2-streams-lost",
+                "violation",
+                "RFC 9113 §6.8",
+                f"{streams.lost} of {streams.sent} streams got no complete response "
+                f"({streams.reset} reset, {streams.cut} cut when the connection ended, "
+                f"{streams.lost - streams.reset - streams.cut} left unanswered){goaway}: "
+                "the server may have run their requests, so a client cannot tell whether to retry them",
+            )
+        )
+    for g in dict.fromkeys(result.goaways):
+        if g.error_code:
+            out.append(
+                Finding(
+                    "h2-goaway-error",
+                    "warning",
+                    "RFC 9113 §6.8",
+                    f"the server ended the connection with {g.text}: an error, not a graceful shutdown",
+                )
+            )
+    if result.closed and result.close_kind != "goaway":
+        out.append(
+            Finding(
+                "h2-close-without-goaway",
+                "warning",
+                "RFC 9113 §6.8",
+                "the server closed the HTTP/2 connection without a GOAWAY, so its client cannot know "
+                "which streams were processed",
+            )
+        )
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .findings import ms
-from .results import CaseResult, Report
+from .results import CaseResult, Report, goaways_text
 
 _COLORS = {"red": "31", "green": "32", "yellow": "33", "dim": "2", "bold": "1"}
 
@@ -138,6 +138,10 @@ def format_report(report: Report, style: Style) -> str:
     )
     notes: list[str] = []
     for r in report.results:
+        seen = [goaways_text(r.goaways)] if r.goaways else []
+        seen += [r.streams.text] if r.streams is not None else []
+        if seen:
+            notes.append(f"  {style('HTTP/2', 'dim')}     {r.spec.title}: {'; '.join(seen)}")
         if r.error is not None:
             notes.append(f"  {style('error', 'red')}      {r.spec.title}: {r.error}")
         for f in r.findings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 from collections.abc import Callable, Sequence
 
-from .cases import CASES, H2_CASE, CaseSpec, ProbeConfig, ProbeError, Target
+from .cases import CASES, H2_CASES, CaseSpec, ProbeConfig, ProbeError, Target
 from .http2 import import_h2, run_h2_case
 from .results import CaseResult, Report
 from .wire import run_h1_case
@@ -29,7 +29,7 @@ def run_probe(
     :raises ProbeError: the first case could not connect; nothing else was tried.
     """
     if cases is None:
-        cases = CASES + ((H2_CASE,) if config.http2 else ())
+        cases = CASES + (H2_CASES if config.http2 else ())
     if not cases:
         return Report(target, config, [])
     if any(c.protocol == "HTTP/2" for c in cases):
