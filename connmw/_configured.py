@@ -15,7 +15,7 @@ import inspect
 import random as _random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 
 from ._engine import Engine
 from ._policy import DEFAULT_CLOSE_ON_STATUS, Options, Rule, unknown_option
@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from ._decide import Decision
     from ._engine import RequestFacts
 
-__all__ = ["Configured", "check_asgi_app", "check_wsgi_app"]
+__all__ = ["Configured", "check_asgi_app", "check_wsgi_app", "options_of", "options_of_app"]
 
 AppT = TypeVar("AppT")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _FIELDS = frozenset(Options.field_names())
 
@@ -141,6 +143,29 @@ class Configured(Generic[AppT]):
         """Raise :class:`TypeError` when ``app`` is of the wrong kind (adapters override)."""
 
 
+def options_of_app(
+    middleware: Callable[Concatenate[Any, P], object],
+) -> Callable[[Callable[..., R]], Callable[Concatenate[Any, P], R]]:
+    """Give ``func(app, **options)`` the typed options of ``middleware``, for editors and
+    type checkers (``connmw.contrib``'s ``install()``); the function is returned as is."""
+
+    def typed(func: Callable[..., R]) -> Callable[Concatenate[Any, P], R]:
+        return func
+
+    return typed
+
+
+def options_of(
+    middleware: Callable[Concatenate[Any, P], object],
+) -> Callable[[Callable[..., R]], Callable[P, R]]:
+    """As :func:`options_of_app`, for ``func(**options)`` without the application."""
+
+    def typed(func: Callable[..., R]) -> Callable[P, R]:
+        return func
+
+    return typed
+
+
 def _positional(app: object) -> tuple[int, float] | None:
     """How many positional arguments ``app`` requires and accepts, or None if unknown."""
     try:
@@ -170,13 +195,16 @@ def _describe(app: object) -> str:
     return f"{type(app).__name__} {app!r}"[:200]
 
 
+def _require_callable(app: object, what: str) -> None:
+    if not callable(app):
+        raise TypeError(f"{what}, got {_describe(app)}")
+
+
 def check_asgi_app(app: object) -> None:
     """``app`` must be an ASGI 3 application: ``async (scope, receive, send)``."""
-    if not callable(app):
-        raise TypeError(
-            f"ConnectionMiddleware wraps an ASGI application (async def app(scope, receive, send)), "
-            f"got {_describe(app)}"
-        )
+    _require_callable(
+        app, "ConnectionMiddleware wraps an ASGI application (async def app(scope, receive, send))"
+    )
     arity = _positional(app)
     if arity is None or arity[0] <= 3 <= arity[1]:
         return
@@ -195,11 +223,9 @@ def check_asgi_app(app: object) -> None:
 
 def check_wsgi_app(app: object) -> None:
     """``app`` must be a PEP 3333 application: ``(environ, start_response)``, not async."""
-    if not callable(app):
-        raise TypeError(
-            f"WSGIConnectionMiddleware wraps a WSGI application (def app(environ, start_response)), "
-            f"got {_describe(app)}"
-        )
+    _require_callable(
+        app, "WSGIConnectionMiddleware wraps a WSGI application (def app(environ, start_response))"
+    )
     arity = _positional(app)
     if _is_async(app) or (arity is not None and arity[0] == 3):
         raise TypeError(

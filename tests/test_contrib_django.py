@@ -194,7 +194,7 @@ def test_unknown_setting_names_the_setting_once_and_the_option_meant() -> None:
 
 def test_bad_override_fails_at_start_up() -> None:
     with pytest.raises(ImproperlyConfigured, match="unknown option 'colse_on_status'"):
-        connmw_django.wrap_wsgi(lambda *a: None, colse_on_status=())
+        connmw_django.wrap_wsgi(lambda *a: None, colse_on_status=())  # type: ignore[call-arg]
 
 
 def test_django_test_client_bypasses_wsgi_py_and_views_still_answer(

@@ -135,7 +135,7 @@ def test_mypy_rejects_misspelled_options_and_wrong_types() -> None:
         marker = re.search(r"# error: ([a-z-]+)$", line)
         if marker:
             expected.add((number, marker.group(1)))
-    assert len(expected) == 9
+    assert len(expected) == 12
     stdout, stderr, _status = api.run(
         [
             "--strict",

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from .._api import request_close
+from .._configured import options_of, options_of_app
 from .._policy import Options
 from ..asgi import ConnectionMiddleware
 from ..wsgi import WSGIConnectionMiddleware
@@ -58,6 +59,7 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@options_of(ConnectionMiddleware)
 def options_from_settings(**overrides: Any) -> dict[str, Any]:
     """``settings.CONNMW`` (validated) updated with ``overrides``, as keyword options.
 
@@ -79,16 +81,19 @@ def options_from_settings(**overrides: Any) -> dict[str, Any]:
     return options
 
 
+@options_of_app(WSGIConnectionMiddleware)
 def wrap_wsgi(application: Any, **overrides: Any) -> WSGIConnectionMiddleware:
     """Wrap a Django WSGI application with options from ``settings.CONNMW``."""
     return WSGIConnectionMiddleware(application, **options_from_settings(**overrides))
 
 
+@options_of_app(ConnectionMiddleware)
 def wrap_asgi(application: Any, **overrides: Any) -> ConnectionMiddleware:
     """Wrap a Django ASGI application with options from ``settings.CONNMW``."""
     return ConnectionMiddleware(application, **options_from_settings(**overrides))
 
 
+@options_of(WSGIConnectionMiddleware)
 def get_wsgi_application(**overrides: Any) -> WSGIConnectionMiddleware:
     """Django's ``get_wsgi_application()``, wrapped by connmw (for ``wsgi.py``)."""
     from django.core.wsgi import get_wsgi_application as django_wsgi
@@ -96,6 +101,7 @@ def get_wsgi_application(**overrides: Any) -> WSGIConnectionMiddleware:
     return wrap_wsgi(django_wsgi(), **overrides)
 
 
+@options_of(ConnectionMiddleware)
 def get_asgi_application(**overrides: Any) -> ConnectionMiddleware:
     """Django's ``get_asgi_application()``, wrapped by connmw (for ``asgi.py``)."""
     from django.core.asgi import get_asgi_application as django_asgi

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .._api import request_close
+from .._configured import options_of_app
 from .._policy import Options
 from ..wsgi import WSGIConnectionMiddleware
 
@@ -36,6 +37,7 @@ __all__ = ["close_connection", "install"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@options_of_app(WSGIConnectionMiddleware)
 def install(app: Flask, **options: Any) -> WSGIConnectionMiddleware:
     """Wrap ``app.wsgi_app`` with :class:`~connmw.WSGIConnectionMiddleware`.
 

@@ -65,6 +65,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from .._api import request_close
+from .._configured import options_of_app
 from ..asgi import ConnectionMiddleware
 
 __all__ = ["CloseConnection", "close_connection", "install", "installed"]
@@ -78,6 +79,7 @@ _INJECTED = "connmw_request"
 _MARK = "__connmw_close__"
 
 
+@options_of_app(ConnectionMiddleware)
 def install(app: Any, **options: Any) -> ConnectionMiddleware:
     """Put :class:`~connmw.ConnectionMiddleware` outermost around a Starlette or
     FastAPI application, outside Starlette's error middleware.
