@@ -7,6 +7,9 @@ Facts
   are lowercased by the server; response headers go out in ``http.response.start``.
 - No ASGI server strips hop-by-hop headers on HTTP/1.x: what the application sends
   reaches the client, so connmw writes the single ``connection`` line itself.
+- RFC 9110 §7.8: a sender of ``Upgrade`` (in any response but 101, an
+  advertisement) must list ``upgrade`` in ``Connection``; connmw adds the token to
+  the line it writes when the application sends ``Upgrade``.
 - On HTTP/2 the h2 layers drop most forbidden headers silently, but an app's
   ``te: gzip`` kills hypercorn's whole connection and raises inside daphne: those
   headers are removed before ``http.response.start`` leaves.
@@ -38,7 +41,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Lengths of the response header names connmw looks at; others are skipped unread.
-_WATCH_LEN = frozenset((10, 16, 17))
+_WATCH_LEN = frozenset((7, 10, 16, 17))
 _WATCH_LEN_H10 = _WATCH_LEN | {14}
 _NO_BODY_STATUS = frozenset((204, 304))
 _CLOSE_LINE = (b"connection", b"close")
@@ -181,6 +184,7 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
     touched = False
     app_tokens: list[bytes] | None = None
     app_keep_alive: bytes | None = None
+    app_upgrade = False
     for name, value in headers:
         if len(name) in watch:
             lname = name.lower()
@@ -200,6 +204,8 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
                 app_keep_alive = value
             elif lname == b"transfer-encoding" or lname == b"proxy-connection":
                 touched = True
+            elif lname == b"upgrade":
+                touched = app_upgrade = True
     if not touched and engine.keep_fast and engine.keeps_plainly(facts, status):
         return message
     # The server's profile matters only for HTTP/1.0 and for a close: the fast path skips it.
@@ -232,6 +238,12 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
         if app_tokens
         else None
     )
+    if app_upgrade:
+        # RFC 9110 §7.8: a sender of Upgrade lists "upgrade" in Connection.
+        if not tokens:
+            tokens = [b"upgrade"]
+        elif b"upgrade" not in tokens:
+            tokens.append(b"upgrade")
     if not tokens:
         if close:
             out.append(_CLOSE_LINE)

@@ -5,7 +5,10 @@ Facts
 - PEP 3333: an application or middleware must not pass hop-by-hop headers to
   ``start_response``; wsgiref and waitress turn one into a 500. So connmw removes
   them from the application's headers and makes the close real through the
-  server's own objects (see :mod:`connmw.servers`).
+  server's own objects (see :mod:`connmw.servers`). An application's ``Upgrade``
+  therefore never goes out (RFC 9110 §7.8 would need ``upgrade`` in a
+  ``Connection`` line the server writes); its own ``Keep-Alive`` goes out on a kept
+  response where the server lets connmw add it, as on ASGI.
 - Multiple ``Connection`` request fields reach the application joined with
   commas in ``HTTP_CONNECTION``.
 - The decision is taken when ``start_response`` is called, before any body byte
@@ -26,7 +29,7 @@ from ._api import join_outer
 from ._configured import Configured, check_wsgi_app
 from ._decide import version_code
 from ._engine import Controls, Engine, RequestFacts
-from ._headers import WSGI_HOP_BY_HOP, connection_tokens
+from ._headers import WSGI_HOP_BY_HOP, connection_tokens, has_forbidden_chars
 from ._state import wsgi_connection_key
 from .servers import wsgi_server
 
@@ -155,6 +158,7 @@ def _start(
     app_close = False
     known_length = code < 200 or code in _NO_BODY_STATUS or facts.method == "HEAD"
     clean = headers
+    app_keep_alive: str | None = None
     for name, value in headers:
         if len(name) in _WATCH_LEN:
             lname = name.lower()
@@ -167,6 +171,8 @@ def _start(
                     (value.encode("latin-1", "replace"),)
                 ):
                     app_close = True
+                elif lname == "keep-alive" and not has_forbidden_chars(value.encode("latin-1", "replace")):
+                    app_keep_alive = value
     if clean is not headers:
         clean = [h for h in headers if h[0].lower() not in WSGI_HOP_BY_HOP]
     dh = engine.decision_header
@@ -174,7 +180,7 @@ def _start(
     if facts.version != 10:
         # Only HTTP/1.0 needs to know the server before deciding.
         decision = engine.respond(facts, code, app_close, known_length)
-        if not decision.close and dh is None and not engine.advertises:
+        if not decision.close and dh is None and not engine.advertises and app_keep_alive is None:
             # The common path: called directly, not through _call.
             return start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
     server, handle = wsgi_server(start_response, None)
@@ -204,6 +210,9 @@ def _start(
         ka = engine.keep_alive_value(facts, server, handle) if engine.advertises else None
         if ka is not None:
             server.advertise(handle, ka.decode("ascii"))
+        elif app_keep_alive is not None:
+            # The application's own Keep-Alive, as on ASGI: on a kept response only.
+            server.advertise(handle, app_keep_alive)
     if dh is not None and handle is not None:
         _add_header(
             server,

@@ -168,13 +168,14 @@ def test_http2_clean_response_is_untouched() -> None:
 def test_http11_app_hop_by_hop_headers_are_merged() -> None:
     app = ConnectionMiddleware(responder(headers=HOP))
     sent = run(call(app, make_scope()))
-    assert header_lines(sent, b"connection") == [b"x-hop"]
+    # Upgrade goes out with "upgrade" in the Connection line (RFC 9110 §7.8).
+    assert header_lines(sent, b"connection") == [b"x-hop, upgrade"]
     assert header_lines(sent, b"transfer-encoding") == []
     assert header_lines(sent, b"proxy-connection") == []
     assert header_lines(sent, b"keep-alive") == [b"timeout=99"]
     assert header_lines(sent, b"x-hop") == [b"1"]
     sent = run(call(app, make_scope(headers=[(b"connection", b"close")])))
-    assert header_lines(sent, b"connection") == [b"x-hop, close"]
+    assert header_lines(sent, b"connection") == [b"x-hop, upgrade, close"]
     assert header_lines(sent, b"keep-alive") == []
 
 

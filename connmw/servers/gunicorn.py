@@ -6,7 +6,8 @@ Facts (measured; the conformance suite is the source of truth)
   connection; its ``Response`` (``start_response.__self__``) has
   ``force_close()``, honoured until the first body byte.
 - gthread keeps an HTTP/1.0 connection when the client asks and the response
-  has a length.
+  has a length. The sync worker calls ``force_close()`` before the application
+  runs (``must_close``): no Keep-Alive goes out there.
 - The idle timeout between requests is ``--keep-alive`` (``cfg.keepalive``,
   default 2 s; 0 turns keep-alive off); the ``Response`` holds the worker's
   ``cfg``, whose settings are read through a lookup, so the value is cached per
@@ -47,6 +48,8 @@ class _Gunicorn(WsgiServer):
         return True
 
     def advertise(self, handle: Any, value: str) -> bool:
+        if getattr(handle, "must_close", False):
+            return False  # the sync worker forces every response to close
         handle.headers.append(("Keep-Alive", value))
         return True
 
