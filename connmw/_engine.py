@@ -11,9 +11,11 @@ from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
 from ._decide import KEEP, Decision, decide
+from ._diagnose import ProxyWatch
 from ._headers import PROTECTED_REQUEST_HEADERS, connection_tokens, nominated_to_strip
 from ._policy import Options, Rule, RuleMatcher
 from ._state import ConnectionTable, ConnState, Load
+from ._stats import Counters, Stats
 
 __all__ = ["Controls", "Engine", "RequestFacts", "logger"]
 
@@ -75,19 +77,24 @@ class Engine:
         "_age_limited",
         "_clock",
         "_close_on_status",
+        "_closed",
         "_hard",
+        "_http2",
         "_ka_by_idle",
         "_ka_seconds",
         "_ka_timeout",
+        "_kept",
         "_max_tokens",
         "_on_decision",
         "_pressure",
+        "_proxy_watch",
         "_random",
         "_rules",
         "_simple",
         "_soft",
         "_warned",
         "advertises",
+        "counters",
         "decision_header",
         "keep_fast",
         "load",
@@ -98,6 +105,7 @@ class Engine:
         "strip_nominated",
         "table",
         "track_in_flight",
+        "watching",
     )
 
     def __init__(self, options: Options) -> None:
@@ -133,6 +141,13 @@ class Engine:
             )
         self.load = Load()
         self._warned: set[str] = set()
+        self.counters = Counters()
+        self._proxy_watch = ProxyWatch()
+        #: The first requests are still watched for a proxy that closes every connection.
+        self.watching = True
+        self._kept = self.counters.kept
+        self._http2 = self.counters.http2
+        self._closed = self.counters.closed
         #: Nothing but the client, the protocol, the application and the status can
         #: close: :meth:`respond` can answer the common case without the full table.
         self._simple = (
@@ -172,6 +187,14 @@ class Engine:
             facts.rules = self.match_rules(facts.method, facts.path)
         if self.track_in_flight:
             self.load.enter()
+
+    def watch(self, facts: RequestFacts, peer: object) -> None:
+        """Look at one of the first requests for the proxy diagnosis (see :mod:`connmw._diagnose`)."""
+        watch = self._proxy_watch
+        message = watch.see(facts.version, facts.client_close, facts.client_keep_alive, peer)
+        self.watching = watch.active
+        if message is not None:
+            self.warn_once("proxy-closes", "%s", message)
 
     def nominated(self, connection_values: list[bytes]) -> set[bytes]:
         """Request headers to strip for ``strip_nominated_request_headers``."""
@@ -239,8 +262,12 @@ class Engine:
             draw=self._random,
         )
         facts.decision = decision
-        if decision.close and facts.key is not None and self.table is not None:
-            self.table.forget(facts.key)
+        if decision.close:
+            next(self._closed[decision.reason])  # type: ignore[index]
+            if facts.key is not None and self.table is not None:
+                self.table.forget(facts.key)
+        else:
+            next(self._http2 if facts.version >= 20 else self._kept)
         if self._on_decision is not None:
             try:
                 self._on_decision(facts, decision)
@@ -266,6 +293,7 @@ class Engine:
             and self.load.drain_since is None
         ):
             facts.decision = KEEP
+            next(self._kept)
             return True
         return False
 
@@ -384,6 +412,28 @@ class Controls:
     @property
     def draining(self) -> bool:
         return self._engine.load.drain_since is not None
+
+    def stats(self) -> Stats:
+        """A snapshot of this middleware's counters, as a plain dict:
+
+        - ``responses``: ``kept`` (HTTP/1.x responses that kept their connection),
+          ``closed`` (per reason: ``client``, ``http-1.0``, ``app``, ``handler``,
+          ``rule``, ``status``, ``max-requests``, ``max-age``, ``overload``,
+          ``drain``), ``http2`` (HTTP/2 and HTTP/3 responses);
+        - ``requests_per_connection``: cumulative ``buckets`` (``"1"``, ``"2"``,
+          ``"5"``, ... ``"+Inf"``), ``count`` and ``sum`` over the connections
+          connmw stopped tracking (None unless ``max_requests_per_connection`` or
+          ``max_connection_age`` is set);
+        - ``connections``: ``tracked`` now and their ``peak`` (None when untracked);
+        - ``in_flight``: requests inside the application now (None unless the
+          overload limits are set);
+        - ``draining``: whether :meth:`drain` is on;
+        - ``goaways``: GOAWAY frames sent to retire HTTP/2 connections.
+
+        Counts are per middleware instance and per process, since it was built.
+        """
+        engine = self._engine
+        return engine.counters.snapshot(engine.table, engine.load, engine.track_in_flight)
 
     @property
     def engine(self) -> Engine:

@@ -33,6 +33,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
+from ._stats import Histogram, HistogramSnapshot
+
 __all__ = ["ConnectionTable", "ConnState", "Load", "asgi_connection_key", "wsgi_connection_key"]
 
 
@@ -112,6 +114,7 @@ class ConnectionTable:
         "_age_jitter",
         "_cap",
         "_dead",
+        "_ended",
         "_entries",
         "_idle",
         "_lock",
@@ -146,6 +149,8 @@ class ConnectionTable:
         self._cap = cap
         self._random = random
         self.peak = 0
+        #: Requests per connection, recorded when an entry leaves the table.
+        self._ended = Histogram()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -157,14 +162,14 @@ class ConnectionTable:
         """Count one more request on ``key`` and return its state."""
         entries = self._entries
         with self._lock:
-            dead = self._dead
-            while dead:
-                entries.pop(dead.pop(), None)
+            if self._dead:
+                self._drop_dead()
             state = entries.get(key)
             if state is not None and now - state.seen > self._idle:
                 # Idle past the timeout: that connection is gone; this is a new one
                 # that reuses the address.
                 del entries[key]
+                self._ended.observe(state.count)
                 state = None
             if state is None:
                 state = self._new(now)
@@ -191,8 +196,9 @@ class ConnectionTable:
 
     def _evict(self, now: float) -> None:
         entries = self._entries
+        ended = self._ended
         while len(entries) > self._cap:
-            entries.popitem(last=False)
+            ended.observe(entries.popitem(last=False)[1].count)
         idle = self._idle
         # Oldest first: stop at the first entry still in use.
         while entries:
@@ -200,13 +206,30 @@ class ConnectionTable:
             if now - state.seen <= idle:
                 break
             del entries[key]
+            ended.observe(state.count)
         if len(entries) > self.peak:
             self.peak = len(entries)
 
     def forget(self, key: Hashable) -> None:
         """Drop ``key`` (the connection is closing)."""
         with self._lock:
-            self._entries.pop(key, None)
+            state = self._entries.pop(key, None)
+            if state is not None:
+                self._ended.observe(state.count)
+
+    def _drop_dead(self) -> None:
+        # The server dropped these connections (their objects were collected).
+        entries, dead, ended = self._entries, self._dead, self._ended
+        while dead:
+            state = entries.pop(dead.pop(), None)
+            if state is not None:
+                ended.observe(state.count)
+
+    def ended(self) -> HistogramSnapshot:
+        """Requests per connection, over the connections no longer tracked."""
+        with self._lock:
+            self._drop_dead()
+            return self._ended.snapshot()
 
     def clear(self) -> None:
         with self._lock:

@@ -109,6 +109,9 @@ class ConnectionMiddleware(Configured["ASGIApp"], Controls):
         else:
             key = asgi_connection_key(scope, send) if engine.table is not None else None
             engine.begin(facts, values, key)
+        if engine.watching:
+            client = scope.get("client")
+            engine.watch(facts, client[0] if isinstance(client, (tuple, list)) and client else None)
         scope["connmw"] = facts
         if engine.strip_nominated and values is not None:
             nominated = engine.nominated(values)

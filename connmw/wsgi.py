@@ -89,6 +89,8 @@ class WSGIConnectionMiddleware(Configured["WSGIApplication"], Controls):
             environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
         )
         engine.begin(facts, values, key)
+        if engine.watching:
+            engine.watch(facts, environ.get("REMOTE_ADDR"))
         environ["connmw"] = facts
         if values is not None and engine.strip_nominated:
             for name in engine.nominated(values):

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -22,10 +23,13 @@ from connmw import ConnectionMiddleware, WSGIConnectionMiddleware
 from connmw._engine import Engine, RequestFacts
 from connmw._policy import Options
 from connmw.cli import main
+from connmw.servers import asgi_server_profile, wsgi_server
 from tests import wire
 from tests.apps import raw_asgi, raw_wsgi
 from tests.servers import (
+    daphne_argv,
     free_port,
+    granian_argv,
     gunicorn_argv,
     hypercorn_thread,
     subprocess_server,
@@ -238,3 +242,59 @@ def test_gunicorn_warns_once_about_the_lowered_value() -> None:
         f"(gunicorn --keep-alive = {IDLE} s); advertising Keep-Alive: timeout={IDLE} instead."
     )
     assert output[0].count(expected) == 1, output[0]
+
+
+# -- what connmw reads on the other servers ----------------------------------------------
+
+
+async def report_idle_asgi(scope: Any, receive: Any, send: Any) -> None:
+    """Answers with the idle timeout connmw reads from the server behind ``send``."""
+    if scope["type"] != "http":
+        return
+    profile = asgi_server_profile(send)
+    body = f"{profile.name} {profile.idle_timeout(send)}".encode()
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def report_idle_wsgi(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    server, handle = wsgi_server(start_response, write)
+    return [f"{server.name} {server.idle_timeout(handle)}".encode()]
+
+
+def body_of(port: int) -> str:
+    resp, _, reader = wire.exchange(port, check_close=False)
+    reader.sock.close()
+    return resp.body.decode()
+
+
+@pytest.mark.server
+def test_cheroot_timeout_is_read() -> None:
+    from cheroot import wsgi as cheroot_wsgi
+
+    server = cheroot_wsgi.Server(("127.0.0.1", 0), report_idle_wsgi, numthreads=2, timeout=7)
+    server.prepare()
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        assert body_of(server.bind_addr[1]) == "cheroot 7.0"
+    finally:
+        server.stop()
+        thread.join(10)
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        pytest.param(daphne_argv, "daphne 60.0", id="daphne"),
+        pytest.param(granian_argv, "granian None", id="granian-unreadable"),
+    ],
+)
+def test_asgi_subprocess_servers(argv: Callable[[str, int], list[str]], expected: str) -> None:
+    port = free_port()
+    with subprocess_server(argv("tests.test_keep_alive_honest:report_idle_asgi", port), port):
+        assert body_of(port) == expected

@@ -8,9 +8,11 @@ Facts (measured; the conformance suite is the source of truth)
   clearing ``channel.persistent`` before the response ends makes Twisted close.
 - When the client sent ``close``, Twisted has already put its own
   ``Connection: close`` in ``request.responseHeaders`` (a second line would follow).
-- The idle timeout between requests is Twisted's ``HTTPChannel.timeOut`` (60 s;
+- The idle timeout between requests is Twisted's ``HTTPFactory.timeOut`` (60 s;
   daphne does not change it; its ``--http-timeout`` bounds a response, not idle
-  time), reached as ``request.channel.timeOut``.
+  time), copied onto each channel; while a request is being answered the
+  channel's own ``timeOut`` is suspended (None), so it is read from the factory,
+  ``request.channel.factory.timeOut``.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ __all__ = ["DAPHNE"]
 
 class _DaphneProfile(AsgiProfile):
     __slots__ = ()
-    idle_setting = "Twisted HTTPChannel.timeOut"
+    idle_setting = "Twisted HTTPFactory.timeOut"
 
     def idle_timeout(self, send: Any) -> float | None:
         for request in reachable(send):
-            channel = getattr(request, "channel", None)
-            if channel is not None:
-                return number(getattr(channel, "timeOut", None))
+            factory = getattr(getattr(request, "channel", None), "factory", None)
+            if factory is not None:
+                return number(getattr(factory, "timeOut", None))
         return None
 
     def close(self, send: Any) -> bool:
