@@ -70,6 +70,7 @@ def decide(
     close_on_status: frozenset[int] = frozenset(),
     requests_exhausted: bool = False,
     age_exhausted: bool = False,
+    server_close: bool = False,
     drain: float = 0.0,
     overload: float = 0.0,
     draw: Callable[[], float] | None = None,
@@ -79,6 +80,8 @@ def decide(
     :param version: 10, 11, 20 or 30 (see :func:`version_code`).
     :param http10_keep_alive: the server really keeps an HTTP/1.0 connection alive
         when asked; when it does not, connmw must not promise it.
+    :param server_close: the server ends the connection after this response anyway
+        (or cannot frame its body otherwise); connmw announces it.
     :param rule: the first rule that matched the method, path and status, if any.
     :param drain: the probability (0..1) to close because the process drains.
     :param overload: the probability (0..1) to close because the process is loaded.
@@ -102,6 +105,8 @@ def decide(
         return CLOSE["max-requests"]
     if age_exhausted:
         return CLOSE["max-age"]
+    if server_close:
+        return CLOSE["server"]
     if drain > 0.0 and _chance(drain, draw):
         return CLOSE["drain"]
     if overload > 0.0 and _chance(overload, draw):

@@ -39,6 +39,8 @@ class RequestFacts:
     handler_reason: str | None = None
     decision: Decision | None = None
     body_hook: Callable[[Any], None] | None = None
+    #: WSGI: what makes the close real once the body is written (uWSGI).
+    after_body: Callable[[], None] | None = None
 
     def __init__(self, version: int, method: str, path: str) -> None:
         self.version = version
@@ -222,8 +224,9 @@ class Engine:
         app_close: bool = False,
         known_length: bool = True,
         http10_keep_alive: bool = False,
+        server_close: bool = False,
     ) -> Decision:
-        if self._simple and not app_close and self.keeps_plainly(facts, status):
+        if self._simple and not (app_close or server_close) and self.keeps_plainly(facts, status):
             return KEEP
         rule = None
         for candidate in facts.rules:
@@ -257,6 +260,7 @@ class Engine:
             close_on_status=self._close_on_status,
             requests_exhausted=requests_exhausted,
             age_exhausted=age_exhausted,
+            server_close=server_close,
             drain=drain,
             overload=overload,
             draw=self._random,

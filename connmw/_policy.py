@@ -53,6 +53,7 @@ Reason = Literal[
     "status",
     "max-requests",
     "max-age",
+    "server",
     "overload",
     "drain",
 ]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._api import join_outer
 from ._configured import Configured, check_wsgi_app
-from ._decide import version_code
+from ._decide import Decision, version_code
 from ._engine import Controls, Engine, RequestFacts
 from ._headers import WSGI_HOP_BY_HOP, connection_tokens, has_forbidden_chars
 from ._state import wsgi_connection_key
@@ -44,6 +44,7 @@ __all__ = ["WSGIConnectionMiddleware"]
 
 _WATCH_LEN = frozenset(len(n) for n in WSGI_HOP_BY_HOP) | {len("content-length")}
 _NO_BODY_STATUS = frozenset((204, 304))
+_BUILTIN = type(len)
 
 
 class WSGIConnectionMiddleware(Configured["WSGIApplication"], Controls):
@@ -82,7 +83,16 @@ class WSGIConnectionMiddleware(Configured["WSGIApplication"], Controls):
         values = None
         if raw:
             values = [raw.encode("latin-1", "replace")]
-        key = wsgi_connection_key(environ, start_response) if engine.table is not None else None
+        key = None
+        if engine.table is not None:
+            key = wsgi_connection_key(environ, start_response)
+            if key is None:
+                engine.warn_once(
+                    "wsgi-key",
+                    "connmw: this WSGI server gives no connection identity (no REMOTE_PORT); "
+                    "per-connection options (max_requests_per_connection, max_connection_age) "
+                    "do not apply here",
+                )
         facts = RequestFacts(
             version,
             environ.get("REQUEST_METHOD", "GET"),
@@ -108,6 +118,10 @@ class WSGIConnectionMiddleware(Configured["WSGIApplication"], Controls):
             if engine.track_in_flight:
                 engine.end(facts)
             raise
+        if facts.after_body is not None or (facts.decision is None and "uwsgi.version" in environ):
+            # The close is made once the body is written (uWSGI); an application that
+            # starts its response while iterated is wrapped in case it closes.
+            result = _AfterBody(result, engine, facts)
         if not engine.track_in_flight:
             return result
         wrapper_type = environ.get("wsgi.file_wrapper")
@@ -179,35 +193,58 @@ def _start(
         clean = [h for h in headers if h[0].lower() not in WSGI_HOP_BY_HOP]
     dh = engine.decision_header
     decision = None
-    if facts.version != 10:
-        # Only HTTP/1.0 needs to know the server before deciding.
+    if facts.version != 10 and type(start_response) is not _BUILTIN:
+        # Only HTTP/1.0, and servers whose start_response is built in C (uWSGI's may
+        # close anyway), need to know the server before deciding.
         decision = engine.respond(facts, code, app_close, known_length)
         if not decision.close and dh is None and not engine.advertises and app_keep_alive is None:
             # The common path: called directly, not through _call.
             return start_response(status, clean, exc_info) if exc_info else start_response(status, clean)
     server, handle = wsgi_server(start_response, None)
-    if server.via_header:
-        # The header is the server's only handle (mod_wsgi): decide first.
+    made = None
+    if handle is not None:
         if decision is None:
-            decision = engine.respond(facts, code, app_close, known_length, server.http10_keep_alive)
-        if decision.close:
-            clean = [*clean, ("Connection", "close")]
-        write = _call(start_response, status, clean, exc_info)
-    else:
-        write = _call(start_response, status, clean, exc_info)
-        if handle is None:
-            server, handle = wsgi_server(start_response, write)
-        if decision is None:
-            decision = engine.respond(facts, code, app_close, known_length, server.http10_keep_alive)
+            decision = engine.respond(
+                facts,
+                code,
+                app_close,
+                known_length,
+                server.http10_keep_alive,
+                server.must_close(known_length),
+            )
+        extra = []
+        if decision.close and server.via_header:
+            # The header is the server's only handle (mod_wsgi, granian, hypercorn, uWSGI,
+            # an ASGI bridge): passed when the server says the close will be real.
+            made = server.close(handle, environ)
+            if made:
+                extra.append(("Connection", "close"))
+        if dh is not None:
+            extra.append((dh.decode("ascii"), _decision_value(decision)))
+        if extra:
+            clean = [*clean, *extra]
+    write = _call(start_response, status, clean, exc_info)
+    late = handle is None
+    if late:
+        server, handle = wsgi_server(start_response, write)
+    if decision is None:
+        decision = engine.respond(facts, code, app_close, known_length, server.http10_keep_alive)
+    if late and dh is not None and handle is not None:
+        _add_header(handle, dh.decode("ascii"), _decision_value(decision))
     if decision.close:
-        if handle is None or not server.close(handle, environ):
+        if made is None:
+            made = handle is not None and server.close(handle, environ)
+        if not made:
             where = _describe(start_response, write)
             engine.warn_once(
                 "wsgi-close:" + where,
                 "connmw: cannot make the close real on this WSGI server (%s); the connection "
-                "may stay open. No Connection header was sent.",
+                "may stay open. No Connection header was sent.%s",
                 where,
+                server.hint,
             )
+        else:
+            facts.after_body = server.after_body(handle)
     elif handle is not None and facts.version < 20:
         ka = engine.keep_alive_value(facts, server, handle) if engine.advertises else None
         if ka is not None:
@@ -215,14 +252,11 @@ def _start(
         elif app_keep_alive is not None:
             # The application's own Keep-Alive, as on ASGI: on a kept response only.
             server.advertise(handle, app_keep_alive)
-    if dh is not None and handle is not None:
-        _add_header(
-            server,
-            handle,
-            dh.decode("ascii"),
-            "close; reason=" + decision.reason if decision.reason else "keep",
-        )
     return write
+
+
+def _decision_value(decision: Decision) -> str:
+    return "close; reason=" + decision.reason if decision.reason else "keep"
 
 
 def _call(
@@ -232,7 +266,9 @@ def _call(
     return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
 
-def _add_header(server: Any, handle: Any, name: str, value: str) -> None:
+def _add_header(handle: Any, name: str, value: str) -> None:
+    """Add a header after ``start_response`` returned, on a server found only then
+    (waitress, through ``write``)."""
     headers = getattr(handle, "response_headers", None)
     if headers is None:
         headers = getattr(handle, "headers", None)
@@ -268,7 +304,22 @@ class _Closing:
             if close is not None:
                 close()
         finally:
-            self._engine.end(self._facts)
+            self._done()
+
+    def _done(self) -> None:
+        self._engine.end(self._facts)
+
+
+class _AfterBody(_Closing):
+    """Runs ``facts.after_body`` once the server has written the body and closes
+    the application's iterable."""
+
+    __slots__ = ()
+
+    def _done(self) -> None:
+        hook = self._facts.after_body
+        if hook is not None:
+            hook()
 
 
 class _SizedClosing(_Closing):

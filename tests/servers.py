@@ -92,6 +92,7 @@ def hypercorn_thread(
     certfile: str | None = None,
     keyfile: str | None = None,
     keep_alive: float | None = None,
+    mode: str = "asgi",
     **options: Any,
 ) -> Iterator[int]:
     """hypercorn on loopback in a thread; ``options`` are set on its ``Config`` as given."""
@@ -116,7 +117,7 @@ def hypercorn_thread(
     stop = asyncio.Event()
 
     async def main() -> None:
-        await serve(app, config, shutdown_trigger=stop.wait, mode="asgi")
+        await serve(app, config, shutdown_trigger=stop.wait, mode=mode)  # type: ignore[arg-type]
 
     def run() -> None:
         asyncio.set_event_loop(loop)
@@ -316,6 +317,39 @@ def granian_argv(app: str, port: int, http: str = "1", interface: str = "asgi") 
         "warning",
         app,
     ]
+
+
+def uwsgi_argv(app: str, port: int, socket: str = "http11-socket") -> list[str]:
+    """uWSGI (the ``pyuwsgi`` wheel) serving ``module:callable`` on an HTTP socket of the
+    given kind (``http-socket`` or ``http11-socket``), one worker, one thread."""
+    module, _, attr = app.partition(":")
+    return [
+        sys.executable,
+        "-c",
+        "import sys, pyuwsgi; sys.exit(pyuwsgi.run())",
+        f"--{socket}",
+        f"127.0.0.1:{port}",
+        "--module",
+        module,
+        "--callable",
+        attr,
+        "--master",
+        "--processes",
+        "1",
+        "--die-on-term",
+        "--disable-logging",
+        "--need-app",
+        "--lazy-apps",
+    ]
+
+
+def uwsgi_available() -> str | None:
+    """None when uWSGI (``pyuwsgi``) can run here, else why not."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyuwsgi") is None:
+        return "uWSGI is not installed (pip install pyuwsgi)"
+    return None
 
 
 def daphne_argv(app: str, port: int) -> list[str]:

@@ -18,13 +18,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from .asgi_bridge import ASGI_BRIDGE, is_asgi_bridge
 from .base import AsgiProfile, BodyHook, WsgiServer, reachable
 from .cheroot import CHEROOT
 from .daphne import DAPHNE
+from .granian_wsgi import GRANIAN_WSGI
 from .gunicorn import GUNICORN
 from .hypercorn import HYPERCORN
+from .hypercorn_wsgi import HYPERCORN_WSGI, is_hypercorn_start_response
 from .mod_wsgi import MOD_WSGI
 from .uvicorn import UVICORN_H11, UVICORN_HTTPTOOLS
+from .uwsgi import uwsgi_server
 from .waitress import WAITRESS
 from .werkzeug import WERKZEUG, werkzeug_handler
 from .wsgiref import DJANGO, WSGIREF
@@ -113,14 +117,34 @@ def _wsgi_server_of_type(obj: Any) -> WsgiServer | None:
         return CHEROOT
     if module == "mod_wsgi":
         return MOD_WSGI
+    if module == "granian.wsgi" and hasattr(obj, "headers"):
+        return GRANIAN_WSGI
+    if is_asgi_bridge(obj):
+        return ASGI_BRIDGE
     return None
+
+
+def _wsgi_server_of_function(fn: Any) -> tuple[WsgiServer | None, Any]:
+    """Servers whose ``start_response`` is a plain function, a closure or a callable
+    object: the server and the object to act on, or ``(None, None)``."""
+    handler = werkzeug_handler(fn)
+    if handler is not None:
+        return WERKZEUG, handler
+    if is_hypercorn_start_response(fn):
+        return HYPERCORN_WSGI, fn
+    server, handle = uwsgi_server(fn)
+    if server is not None:
+        return server, handle
+    server = _wsgi_server_for(fn)  # a callable object (granian's Response)
+    return server, (fn if server is not None else None)
 
 
 def wsgi_server(start_response: Any, write: Any) -> tuple[WsgiServer, Any]:
     """Find the server from the objects it handed over.
 
-    Looks at ``start_response.__self__`` and ``write.__self__`` (either may be
-    wrapped by another middleware; ``__wrapped__`` chains are followed).
+    Looks at ``start_response.__self__`` and ``write.__self__``, or at the callable
+    itself where it has no owner (either may be wrapped by another middleware;
+    ``__wrapped__`` chains are followed).
     Returns the server and the object to act on; ``(unknown, None)`` when no known
     server is found.
     """
@@ -133,9 +157,9 @@ def wsgi_server(start_response: Any, write: Any) -> tuple[WsgiServer, Any]:
                 if server is not None:
                     return server, owner
             else:
-                handler = werkzeug_handler(fn)
-                if handler is not None:
-                    return WERKZEUG, handler
+                server, handle = _wsgi_server_of_function(fn)
+                if server is not None:
+                    return server, handle
             fn = getattr(fn, "__wrapped__", None)
             seen += 1
     return UNKNOWN_WSGI, None

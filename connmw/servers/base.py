@@ -53,10 +53,13 @@ class WsgiServer:
     #: The server closes after every response anyway.
     always_closes = False
     #: The close is made by passing ``Connection: close`` to ``start_response``
-    #: (found from ``start_response`` alone, before it is called).
+    #: (found from ``start_response`` alone; :meth:`close` is then asked before
+    #: ``start_response`` is called, and the line passed only when it says yes).
     via_header = False
     #: The server setting behind :meth:`idle_timeout`, as its users spell it.
     idle_setting = ""
+    #: Added to the warning when a close cannot be made real here.
+    hint = ""
 
     def idle_timeout(self, handle: Any) -> float | None:
         """Seconds the server keeps an idle connection open between requests, read
@@ -71,6 +74,27 @@ class WsgiServer:
     def advertise(self, handle: Any, value: str) -> bool:
         """Add ``Keep-Alive: value`` to the response; True when it was added."""
         return False
+
+    def must_close(self, known_length: bool) -> bool:
+        """The connection cannot outlive this response on this server (it closes
+        anyway, or cannot frame the body otherwise): connmw announces the close."""
+        return False
+
+    def after_body(self, handle: Any) -> Callable[[], None] | None:
+        """What makes a close real once the body is written, for servers that need
+        it (called when connmw closes; None: nothing to do)."""
+        return None
+
+
+class HeaderCloses(WsgiServer):
+    """A server that honours a ``Connection: close`` passed to ``start_response``:
+    connmw passes the line when it closes, and that makes the close real."""
+
+    __slots__ = ()
+    via_header = True
+
+    def close(self, handle: Any, environ: MutableMapping[str, Any]) -> bool:
+        return True
 
 
 def number(value: object) -> float | None:

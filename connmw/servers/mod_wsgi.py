@@ -8,22 +8,15 @@ Facts (measured; the conformance suite is the source of truth)
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from typing import Any
-
-from .base import WsgiServer
+from .base import HeaderCloses
 
 __all__ = ["MOD_WSGI"]
 
 
-class _ModWsgi(WsgiServer):
+class _ModWsgi(HeaderCloses):
     __slots__ = ()
     name = "mod_wsgi"
     http10_keep_alive = True
-    via_header = True
-
-    def close(self, handle: Any, environ: MutableMapping[str, Any]) -> bool:
-        return True  # connmw passed ``Connection: close`` to start_response
 
 
 MOD_WSGI = _ModWsgi()

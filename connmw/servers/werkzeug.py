@@ -3,7 +3,8 @@
 Facts (measured; the conformance suite is the source of truth)
 -----
 - It closes every connection and says so; its ``start_response`` is a closure of
-  ``WSGIRequestHandler.run_wsgi``.
+  ``WSGIRequestHandler.run_wsgi`` that keeps the header list it is given (until
+  the first ``write``) and holds ``write``, a closure over the handler.
 - It sends chunked framing whenever the *server* speaks HTTP/1.1, even to an
   HTTP/1.0 client: the handler's ``protocol_version`` decides.
 """
@@ -32,21 +33,24 @@ class _Werkzeug(WsgiServer):
         return True
 
 
-def werkzeug_handler(fn: Any) -> Any:
+def werkzeug_handler(fn: Any, depth: int = 0) -> Any:
     """The ``WSGIRequestHandler`` behind werkzeug's ``start_response``/``write``
-    closures (``self`` in ``run_wsgi``), or None."""
+    closures (``self`` in ``run_wsgi``; ``start_response`` reaches it through the
+    ``write`` it returns), or None."""
     if getattr(fn, "__module__", None) != "werkzeug.serving":
         return None
     code = getattr(fn, "__code__", None)
     closure = getattr(fn, "__closure__", None)
     if code is None or closure is None:
         return None
-    for name, cell in zip(code.co_freevars, closure, strict=False):
-        if name == "self":
-            try:
-                return cell.cell_contents
-            except ValueError:  # pragma: no cover - the cell is set before the app runs
-                return None
+    cells = dict(zip(code.co_freevars, closure, strict=False))
+    try:
+        if "self" in cells:
+            return cells["self"].cell_contents
+        if "write" in cells and depth == 0:
+            return werkzeug_handler(cells["write"].cell_contents, 1)
+    except ValueError:  # pragma: no cover - the cells are set before the app runs
+        return None
     return None
 
 

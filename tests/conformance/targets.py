@@ -111,6 +111,10 @@ def _granian(http: str) -> Starter:
     return lambda env: _subprocess(lambda port: servers.granian_argv("tests.apps:asgi_app", port, http=http))
 
 
+def _uwsgi(socket: str) -> Starter:
+    return lambda env: _subprocess(lambda port: servers.uwsgi_argv("tests.apps:wsgi_app", port, socket))
+
+
 @contextlib.contextmanager
 def _apache(env: Env) -> Iterator[int]:
     port = servers.free_port()
@@ -217,6 +221,54 @@ SPECS: list[Spec] = [
         _gunicorn("tests.apps:wsgi_app", "gthread"),
         notes="Drops an app's `Connection` header and ignores `TE, close`; connmw calls `force_close()` on the response (`start_response.__self__`). gunicorn writes its own `Connection: keep-alive` on kept HTTP/1.1 responses (redundant, harmless).",
         differs={"http10-keep-alive": "kept"},
+    ),
+    Spec(
+        "gunicorn-gevent",
+        "WSGI",
+        "raw WSGI",
+        _gunicorn("tests.apps:wsgi_app", "gevent"),
+        notes="`-k gevent`: the same `Response` as gthread, and the same handling (`force_close()`).",
+        differs={"http10-keep-alive": "kept"},
+    ),
+    Spec(
+        "granian-wsgi",
+        "WSGI",
+        "raw WSGI",
+        lambda env: _subprocess(
+            lambda port: servers.granian_argv("tests.apps:wsgi_app", port, interface="wsgi")
+        ),
+        notes="`--interface wsgi`. Honours a `Connection: close` passed to `start_response` (a `granian.wsgi.Response`), which connmw passes when it closes; keeps an HTTP/1.0 keep-alive connection. No `REMOTE_PORT`: per-connection options (request cap, age) cannot apply (connmw warns once).",
+        differs={"http10-keep-alive": "kept"},
+        known={
+            "http10-keep-alive-rule": "as granian's ASGI interface: granian adds its own `keep-alive` token to connmw's `close` on an HTTP/1.0 keep-alive request (`connection: close, keep-alive`), from the request alone; the connection does close",
+        },
+    ),
+    Spec(
+        "hypercorn-wsgi",
+        "WSGI",
+        "raw WSGI",
+        lambda env: servers.hypercorn_thread(wsgi_app, mode="wsgi"),
+        notes="A WSGI app under hypercorn: its `start_response` (a closure in `hypercorn.app_wrappers`) hands the headers to h11, which honours the `Connection: close` connmw passes when it closes. No `REMOTE_PORT`: per-connection options (request cap, age) cannot apply (connmw warns once).",
+    ),
+    Spec(
+        "uwsgi-http",
+        "WSGI",
+        "raw WSGI",
+        _uwsgi("http-socket"),
+        available=servers.uwsgi_available,
+        always_closes=True,
+        closes_why="`--http-socket` serves one request per connection",
+        notes="uWSGI 2.0 (`pyuwsgi`) does not say so itself; connmw tells uWSGI's socket kinds apart (`uwsgi.opt`) and passes `Connection: close` on every response (reason `server`), so each close is announced.",
+        differs={"stream-http11": "closed (close-delimited)"},
+    ),
+    Spec(
+        "uwsgi-http11",
+        "WSGI",
+        "raw WSGI",
+        _uwsgi("http11-socket"),
+        available=servers.uwsgi_available,
+        notes="`--http11-socket` keeps HTTP/1.1 connections but ignores `Connection: close` from the client and the app (it passes the app's line on: announced, not made). connmw passes the line and shuts the socket down (`uwsgi.connection_fd()`) once the body is written, so the close is real. uWSGI never chunks: a body without length is close-delimited (reason `server`). It closes HTTP/1.0 connections, and drops pipelined requests with an unannounced close.",
+        differs={"stream-http11": "closed (close-delimited)"},
     ),
     Spec(
         "waitress",
