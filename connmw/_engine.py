@@ -422,8 +422,8 @@ class Controls:
 
         - ``responses``: ``kept`` (HTTP/1.x responses that kept their connection),
           ``closed`` (per reason: ``client``, ``http-1.0``, ``app``, ``handler``,
-          ``rule``, ``status``, ``max-requests``, ``max-age``, ``overload``,
-          ``drain``), ``http2`` (HTTP/2 and HTTP/3 responses);
+          ``rule``, ``status``, ``max-requests``, ``max-age``, ``server``,
+          ``overload``, ``drain``), ``http2`` (HTTP/2 and HTTP/3 responses);
         - ``requests_per_connection``: cumulative ``buckets`` (``"1"``, ``"2"``,
           ``"5"``, ... ``"+Inf"``), ``count`` and ``sum`` over the connections
           connmw stopped tracking (None unless ``max_requests_per_connection`` or

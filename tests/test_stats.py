@@ -167,6 +167,7 @@ EXPECTED_CLOSED = {
     "status": 1,
     "max-requests": 1,
     "max-age": 0,
+    "server": 0,
     "overload": 0,
     "drain": 0,
 }
