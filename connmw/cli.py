@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="cases run at once, 1-8 (default 1: one connection at a time)",
     )
+    probe.add_argument(
+        "--decision-header",
+        default="x-connmw",
+        metavar="NAME",
+        help="the response header connmw's decision_header option names, read to tell a proxy in between "
+        "that closes every upstream connection (default x-connmw; '' to ignore)",
+    )
     probe.add_argument("--insecure", action="store_true", help="https: skip the certificate check")
     probe.add_argument("--cacert", metavar="FILE", help="https: trust the CA certificates in FILE")
     probe.add_argument(
@@ -161,6 +168,7 @@ def _probe(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         cafile=args.cacert,
         http2=args.http2,
+        capture=(args.decision_header.strip().lower(),) if args.decision_header.strip() else (),
     )
     if args.cacert and not os.path.isfile(args.cacert):
         raise p.UsageError(f"--cacert: no such file {args.cacert!r}")

@@ -4,6 +4,7 @@ that fix it: in-process tables, then a real nginx in front of a real server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from werkzeug.test import Client
 
 from connmw import ConnectionMiddleware, WSGIConnectionMiddleware
 from connmw._diagnose import WATCH
+from connmw.cli import main
+from connmw.probe import CaseResult, CaseSpec, evaluate
 from tests import wire
 from tests.apps import raw_asgi, raw_wsgi
 from tests.asgi_util import call, make_scope, responder
@@ -123,12 +126,16 @@ def test_wsgi_names_the_proxy_too(caplog: pytest.LogCaptureFixture) -> None:
 # -- behind a real nginx and HAProxy --------------------------------------------------------
 
 
+PROBE_ARGS = ["--json", "--concurrency", "6", "--close-wait", "0.3"]
+
+
 def through_proxy(
-    proxy: Any, config: str, tmp: Path, caplog: pytest.LogCaptureFixture
+    proxy: Any, config: str, tmp: Path, caplog: pytest.LogCaptureFixture, probe: bool = False
 ) -> tuple[list[str], Any]:
     """``WATCH + 2`` requests on one client connection through the proxy to uvicorn with
-    connmw; the diagnosis warnings logged, and the middleware."""
-    middleware = ConnectionMiddleware(raw_asgi)
+    connmw (deciding with ``x-connmw``); the diagnosis warnings logged, and the
+    middleware. With ``probe``, ``connmw probe`` then runs through the proxy too."""
+    middleware = ConnectionMiddleware(raw_asgi, decision_header="x-connmw")
     with caplog.at_level(logging.WARNING, logger="connmw"), uvicorn_thread(middleware) as back:
         front = free_port()
         with proxy(with_ports(config, front, back), tmp):
@@ -139,30 +146,48 @@ def through_proxy(
                     assert reader.read_response().status == 200
             finally:
                 reader.sock.close()
+            if probe:
+                assert main(["probe", f"http://127.0.0.1:{front}/", *PROBE_ARGS]) in (0, 1)
     found = [m for m in warnings_of(caplog) if "a proxy in front closes every upstream connection" in m]
     return found, middleware
 
 
+def probe_findings(out: str) -> dict[str, list[str]]:
+    report = json.loads(out)
+    return {case["id"]: [f["code"] for f in case["findings"]] for case in report["cases"]}
+
+
 @pytest.mark.server
 @pytest.mark.tools("nginx")
-def test_nginx_default_proxy_pass_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_nginx_default_proxy_pass_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = "\n".join(
         line for line in snippet("nginx").splitlines() if not any(k in line for k in NGINX_KEEPALIVE_LINES)
     )
-    found, middleware = through_proxy(nginx, config, tmp_path, caplog)
+    found, middleware = through_proxy(nginx, config, tmp_path, caplog, probe=True)
     assert len(found) == 1
     assert found[0].startswith(f"connmw: the first {WATCH} requests all came from 127.0.0.1 as HTTP/1.0")
     stats = middleware.stats()["responses"]
-    # nginx says HTTP/1.0 and close: every decision is the client's.
-    assert (stats["kept"], stats["closed"]["client"]) == (0, WATCH + 2)
+    # nginx says HTTP/1.0 and close: every decision is the client's (the probe's too).
+    assert stats["kept"] == 0
+    assert stats["closed"]["client"] >= WATCH + 2
+    findings = probe_findings(capsys.readouterr().out)
+    # The probe's HTTP/1.1 request without close reached connmw as a close.
+    assert "proxy-closes-upstream" in findings["http11"]
+    assert "proxy-closes-upstream" not in findings["http11-close"]
 
 
 @pytest.mark.server
 @pytest.mark.tools("nginx")
-def test_nginx_with_upstream_keepalive_is_not(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    found, middleware = through_proxy(nginx, snippet("nginx"), tmp_path, caplog)
+def test_nginx_with_upstream_keepalive_is_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    found, middleware = through_proxy(nginx, snippet("nginx"), tmp_path, caplog, probe=True)
     assert found == []
     assert middleware.stats()["responses"]["kept"] >= WATCH  # connmw has connections to manage
+    findings = probe_findings(capsys.readouterr().out)
+    assert not any("proxy-closes-upstream" in codes for codes in findings.values())
 
 
 @pytest.mark.server
@@ -174,3 +199,37 @@ def test_haproxy_http_server_close_is_named(tmp_path: Path, caplog: pytest.LogCa
     assert found[0].startswith(
         f"connmw: the first {WATCH} requests all came from 127.0.0.1 with Connection: close"
     )
+
+
+# -- the probe's finding, as a pure function ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "decision", "found"),
+    [
+        pytest.param(CaseSpec("http11", "HTTP/1.1"), "close; reason=client", True, id="proxy-added-close"),
+        pytest.param(CaseSpec("http11", "HTTP/1.1"), "Close; Reason=http-1.0", True, id="proxy-downgraded"),
+        pytest.param(CaseSpec("http11", "HTTP/1.1"), "keep", False, id="kept"),
+        pytest.param(CaseSpec("http11", "HTTP/1.1"), "close; reason=rule", False, id="connmw-own-close"),
+        pytest.param(
+            CaseSpec("http11-close", "HTTP/1.1 close", connection="close"),
+            "close; reason=client",
+            False,
+            id="the-probe-asked",
+        ),
+        pytest.param(
+            CaseSpec(
+                "http10-keep-alive", "HTTP/1.0 keep-alive", protocol="HTTP/1.0", connection="keep-alive"
+            ),
+            "close; reason=http-1.0",
+            False,
+            id="http10-server-does-not-keep",
+        ),
+    ],
+)
+def test_probe_finding(spec: CaseSpec, decision: str, found: bool) -> None:
+    result = CaseResult(spec, status=200, response_version="HTTP/1.1", framing="content-length")
+    result.captured = {"x-connmw": [decision]}
+    result.closed = True
+    codes = [f.code for f in evaluate(spec, result, 1.0)]
+    assert ("proxy-closes-upstream" in codes) is found

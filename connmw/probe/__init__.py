@@ -76,6 +76,12 @@ code                            severity   reference       when
 ``h2-goaway-error``             warning    RFC 9113 §6.8   a GOAWAY with an error code
 ``h2-close-without-goaway``     warning    RFC 9113 §6.8   an HTTP/2 connection closed without
                                                            a GOAWAY
+``proxy-closes-upstream``       warning    RFC 9112 §9.3   an HTTP/1.1 request without
+                                                           ``close``, yet connmw behind a proxy
+                                                           says ``close; reason=client`` (or
+                                                           ``http-1.0``) in its decision header:
+                                                           the proxy closes every upstream
+                                                           connection
 ==============================  =========  ==============  =====================================
 
 JSON output (``--json``), schema ``connmw.probe/1``

@@ -185,7 +185,41 @@ def evaluate(spec: CaseSpec, result: CaseResult, close_wait: float) -> list[Find
                     "did not say Connection: close",
                 )
             )
+    if spec.protocol == "HTTP/1.1" and not client_close:
+        out.extend(_proxy_findings(result))
     return out
+
+
+#: Reasons connmw gives when its own client asked to close, or spoke HTTP/1.0.
+_CLIENT_REASONS = ("client", "http-1.0")
+
+
+def _proxy_findings(result: CaseResult) -> list[Finding]:
+    """An HTTP/1.1 request that did not ask to close, yet the connmw behind a proxy
+    (its decision header captured) saw a client that closes: the proxy in between
+    turned it into a close, as nginx's default ``proxy_pass`` does."""
+    for name, values in result.captured.items():
+        for value in values:
+            verdict, _, reason = value.partition(";")
+            key, _, reason = reason.strip().partition("=")
+            if (
+                verdict.strip().lower() == "close"
+                and key.strip().lower() == "reason"
+                and reason.strip().lower() in _CLIENT_REASONS
+            ):
+                return [
+                    Finding(
+                        "proxy-closes-upstream",
+                        "warning",
+                        "RFC 9112 §9.3",
+                        f'connmw behind says "{name}: {value}" although this request did not ask to '
+                        "close: a proxy in between closes every upstream connection, so connmw's own "
+                        "closes never act (nginx: `keepalive 16;` in the upstream, `proxy_http_version "
+                        '1.1;`, `proxy_set_header Connection "";`; HAProxy: `http-reuse`, no '
+                        "`option httpclose`)",
+                    )
+                ]
+    return []
 
 
 def _h2_findings(result: CaseResult) -> list[Finding]:
