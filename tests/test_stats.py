@@ -9,7 +9,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
 
 from connmw import ConnectionMiddleware, Rule, WSGIConnectionMiddleware
+from connmw._policy import Reason
 from connmw._stats import Histogram, value
 from connmw.contrib.prometheus import ConnmwCollector, register
 from tests import wire
@@ -158,18 +159,10 @@ def run_sequence(port: int) -> wire.Reader:
     return open_one
 
 
+#: One close per reason the sequence provokes; every other reason stays 0.
 EXPECTED_CLOSED = {
-    "client": 1,
-    "http-1.0": 1,
-    "app": 1,
-    "handler": 1,
-    "rule": 1,
-    "status": 1,
-    "max-requests": 1,
-    "max-age": 0,
-    "server": 0,
-    "overload": 0,
-    "drain": 0,
+    **dict.fromkeys(get_args(Reason), 0),
+    **dict.fromkeys(("client", "http-1.0", "app", "handler", "rule", "status", "max-requests"), 1),
 }
 
 
