@@ -196,11 +196,27 @@ class Options:
         _check_number("max_requests_jitter", self.max_requests_jitter, integer=True, optional=False)
         _check_number("max_connection_age", self.max_connection_age, minimum=0, inclusive=False)
         _check_number("max_connection_age_jitter", self.max_connection_age_jitter, optional=False)
+        for jitter, base in (
+            ("max_requests_jitter", "max_requests_per_connection"),
+            ("max_connection_age_jitter", "max_connection_age"),
+        ):
+            if getattr(self, jitter) and getattr(self, base) is None:
+                raise ValueError(
+                    f"{jitter}={getattr(self, jitter)!r} has no effect without {base}: "
+                    f"set {base} too, or drop {jitter}"
+                )
         kat = self.keep_alive_timeout
         if isinstance(kat, str) and kat != "auto":
             raise ValueError(f"keep_alive_timeout must be a number of seconds (>= 1) or 'auto', got {kat!r}")
         if kat != "auto":
             _check_number("keep_alive_timeout", kat, minimum=1)
+        idle = self.connection_idle_timeout
+        if isinstance(kat, (int, float)) and isinstance(idle, (int, float)) and idle < kat:
+            raise ValueError(
+                f"connection_idle_timeout={idle!r} is shorter than keep_alive_timeout={kat!r}: connmw "
+                "would forget connections clients still reuse (and restart their request count); "
+                f"set connection_idle_timeout to at least {kat!r}"
+            )
         _check_number("overload_soft_limit", self.overload_soft_limit, integer=True, minimum=0)
         _check_number("overload_hard_limit", self.overload_hard_limit, integer=True, minimum=1)
         soft, hard = self.overload_soft_limit, self.overload_hard_limit
@@ -289,7 +305,9 @@ class Options:
         construction apply.
         """
         if not isinstance(mapping, Mapping):
-            raise TypeError(f"{owner} settings must be a mapping, not {_type_name(mapping)} {mapping!r}")
+            raise TypeError(
+                f"{owner} must be a mapping of option names to values, not {_type_name(mapping)} {mapping!r}"
+            )
         known = cls.field_names()
         kwargs: dict[str, Any] = {}
         for key, value in mapping.items():

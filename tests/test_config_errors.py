@@ -49,6 +49,34 @@ def test_empty_status_set_is_refused_and_empty_text_means_every_status() -> None
     assert Rule.from_mapping({"path": "/x", "status": "", "methods": ""}) == Rule("/x")
 
 
+# -- options that do nothing alone ---------------------------------------------------
+
+
+def test_jitter_without_its_limit_is_refused() -> None:
+    with pytest.raises(ValueError) as error:
+        Options(max_requests_jitter=100)
+    assert str(error.value) == (
+        "max_requests_jitter=100 has no effect without max_requests_per_connection: "
+        "set max_requests_per_connection too, or drop max_requests_jitter"
+    )
+    with pytest.raises(
+        ValueError, match="max_connection_age_jitter=60 has no effect without max_connection_age"
+    ):
+        ConnectionMiddleware(async_app, max_connection_age_jitter=60)
+    assert Options(max_requests_per_connection=10, max_requests_jitter=5).max_requests_jitter == 5
+
+
+def test_idle_timeout_shorter_than_the_advertised_keep_alive_is_refused() -> None:
+    with pytest.raises(ValueError) as error:
+        Options(keep_alive_timeout=30, connection_idle_timeout=10)
+    assert str(error.value) == (
+        "connection_idle_timeout=10 is shorter than keep_alive_timeout=30: connmw would forget "
+        "connections clients still reuse (and restart their request count); set "
+        "connection_idle_timeout to at least 30"
+    )
+    Options(keep_alive_timeout="auto", connection_idle_timeout=10)
+
+
 # -- the wrapped application's interface ------------------------------------------
 
 

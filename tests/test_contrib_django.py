@@ -171,7 +171,9 @@ def test_no_setting_means_defaults() -> None:
         ),
         pytest.param({"rules": [{"path": "files/*"}]}, "Rule path must start with '/'", id="rule"),
         pytest.param(
-            ["max_requests_per_connection"], "settings.CONNMW settings must be a mapping", id="type"
+            ["max_requests_per_connection"],
+            "settings.CONNMW must be a mapping of option names to values",
+            id="type",
         ),
     ],
 )

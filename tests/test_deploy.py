@@ -126,7 +126,7 @@ def with_ports(text: str, front: int, back: int) -> str:
     return out
 
 
-NGINX_KEEPALIVE_LINES = ("keepalive 32;", "proxy_http_version 1.1;", 'proxy_set_header Connection "";')
+NGINX_KEEPALIVE_LINES = ("keepalive 16;", "proxy_http_version 1.1;", 'proxy_set_header Connection "";')
 
 #: Ten requests on one client connection, then a rule's path; then, draining, two more.
 PATHS = ["/"] * 10 + ["/close"]

@@ -55,7 +55,7 @@ def test_every_extra_the_readme_names_exists(project: dict[str, Any]) -> None:
     named |= {
         e for group in re.findall(r"\[(\w+)\], \[(\w+)\], \[(\w+)\] or \[(\w+)\]", README) for e in group
     }
-    assert {"fastapi", "starlette", "flask", "django", "probe", "demo", "test"} <= named
+    assert {"fastapi", "starlette", "flask", "django", "probe", "prometheus", "demo", "test"} <= named
     assert named <= extras, f"README names extras that do not exist: {sorted(named - extras)}"
     assert project["project"]["optional-dependencies"]["probe"] == ["h2>=4.1"]
 

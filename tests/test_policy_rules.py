@@ -331,6 +331,7 @@ def test_from_mapping_reads_strings_as_yaml_or_env_give_them() -> None:
     options = Options.from_mapping(
         {
             "MAX_CONNECTION_AGE": "300",
+            "max_requests_per_connection": "100",
             "max_requests_jitter": "10",
             "strip_nominated_request_headers": "yes",
             "protected_request_headers": "x-a, X-B",
@@ -397,7 +398,7 @@ def test_strings_fail_with_the_keyword_message(name: str, keyword: Any, text: st
 @pytest.mark.parametrize(
     ("mapping", "error", "message"),
     [
-        pytest.param([], TypeError, "Options settings must be a mapping", id="not-mapping"),
+        pytest.param([], TypeError, "Options must be a mapping of option names", id="not-mapping"),
         pytest.param({1: 2}, TypeError, "option names must be str", id="key-type"),
         pytest.param(
             {"max_request_per_connection": 1},
