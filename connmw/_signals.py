@@ -19,7 +19,12 @@ Facts
   handler can only be chained on the loop itself. The standard asyncio loop keeps
   them in ``loop._signal_handlers``; uvloop exposes no way to read them.
 - Python runs signal handlers in the main thread only, and only the main thread may
-  call ``signal.signal``.
+  call ``signal.signal``. Handlers are inherited across ``fork()``.
+- ``gunicorn --preload`` loads the application in the master, which then installs
+  its own handlers; each forked worker resets them all and installs its own in
+  ``Worker.init_signals``, without loading the application again. So connmw, told
+  of every fork (``os.register_at_fork``), installs again in a forked gunicorn
+  worker right after ``init_signals`` (see :mod:`connmw.servers.gunicorn`).
 
 So :func:`drain_on_signal` puts its own handler in front of whatever is current: on
 the signal it starts draining (every HTTP/1.x response from then on says
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -344,10 +350,30 @@ def drain_on_signal(
         raise ValueError("drain_on_signal needs at least one signal")
     hook = SignalDrain(targets, grace=float(grace), window=float(window), signals=sigs)
     hook.install()
+    if not _hooks:
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+    _hooks.append(hook)
     for target in targets:
         if _is_asgi(target):
             hook.wrap_asgi(target)
     return hook
+
+
+#: Every hook made in this process (the caller often keeps none), for forked workers.
+_hooks: list[SignalDrain] = []
+
+
+def _after_fork_in_child() -> None:
+    from .servers.gunicorn import after_worker_signals
+
+    hooks = [hook for hook in _hooks if hook._wanted]
+    if hooks:
+        after_worker_signals(lambda: _reinstall_all(hooks))
+
+
+def _reinstall_all(hooks: list[SignalDrain]) -> None:
+    for hook in hooks:
+        hook.reinstall()
 
 
 def _drainable(target: Any) -> Drainable:

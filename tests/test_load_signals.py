@@ -503,3 +503,34 @@ def test_uninstall_stops_the_asgi_middleware_from_installing_again(previous: lis
     assert hook.install()  # asked for explicitly, it installs again
     assert signal.getsignal(SIG) == hook._on_signal
     hook.uninstall()
+
+
+def test_a_forked_gunicorn_worker_installs_again_after_its_own_handlers(
+    previous: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gunicorn --preload: the worker's init_signals replaces connmw's handler; connmw,
+    told of the fork, installs again right after it."""
+    import gunicorn.workers.base as base
+
+    from connmw.servers.gunicorn import after_worker_signals
+
+    worker_handled: list[int] = []
+
+    def init_signals(self: object) -> None:  # what a worker does: its own handler
+        signal.signal(SIG, lambda s, f: worker_handled.append(s))
+
+    monkeypatch.setattr(base.Worker, "init_signals", init_signals)
+    target = Target()
+    hook = drain_on_signal(target, grace=0, signals=[SIG])
+    gone = drain_on_signal(Target(), grace=0, signals=[SIG])
+    gone.uninstall()
+    connmw._signals._after_fork_in_child()  # what os.fork() runs in the child
+    assert base.Worker.init_signals is not init_signals
+    base.Worker.init_signals(object())
+    assert signal.getsignal(SIG) == hook._on_signal
+    signal.raise_signal(SIG)
+    assert target.windows == [0.0]
+    assert worker_handled == [SIG]  # then handed over to the worker's handler
+    hook.uninstall()
+    monkeypatch.delitem(sys.modules, "gunicorn.workers.base")
+    assert after_worker_signals(lambda: None) is False

@@ -16,12 +16,13 @@ Facts (measured; the conformance suite is the source of truth)
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+import sys
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from .base import WsgiServer, number
 
-__all__ = ["GUNICORN"]
+__all__ = ["GUNICORN", "after_worker_signals"]
 
 #: The last ``cfg`` read and its keep-alive: replaced as a whole, so threads never
 #: see a value of one ``cfg`` paired with another.
@@ -55,3 +56,29 @@ class _Gunicorn(WsgiServer):
 
 
 GUNICORN = _Gunicorn()
+
+
+def after_worker_signals(callback: Callable[[], None]) -> bool:
+    """In a process just forked from a gunicorn master (``--preload``: the
+    application was loaded before the fork), call ``callback`` right after the
+    worker installs its own signal handlers (``Worker.init_signals``, in the
+    worker's main thread, before it serves). False when gunicorn's workers are not
+    loaded here. Facts: the master loads a preloaded application before it installs
+    its own handlers; each worker then resets every signal and installs its own in
+    ``init_signals``, without loading the application again. Workers that override
+    ``init_signals`` without calling it (uvicorn's) are not reached: connmw's ASGI
+    middleware installs again at lifespan startup there.
+    """
+    base = sys.modules.get("gunicorn.workers.base")
+    worker = getattr(base, "Worker", None)
+    original = getattr(worker, "init_signals", None)
+    if worker is None or original is None:
+        return False
+
+    def init_signals(self: Any) -> None:
+        original(self)
+        callback()
+
+    # Only this (forked) process's class changes: the master's is left alone.
+    worker.init_signals = init_signals
+    return True
