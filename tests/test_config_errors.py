@@ -173,6 +173,20 @@ def test_asgi_apps_of_every_shape_are_accepted() -> None:
         ConnectionMiddleware(app)
 
 
+async def app_with_keywords(
+    scope: Any, receive: Any, send: Any, *, extra: Any = None, **more: Any
+) -> None: ...
+
+
+def test_apps_whose_interface_cannot_be_read_or_is_passed_by_name_are_accepted() -> None:
+    ConnectionMiddleware(app_with_keywords)
+    unreadable: Any = dict  # a builtin without a signature: nothing to check, accepted as given
+    ConnectionMiddleware(unreadable)
+    WSGIConnectionMiddleware(unreadable)
+    by_name: Any = ConnectionMiddleware
+    assert by_name(app=async_app).app is async_app  # Starlette before 0.41 passes app=
+
+
 def test_other_wrong_apps() -> None:
     with pytest.raises(
         TypeError, match=r"ConnectionMiddleware wraps an ASGI application .* got str 'app:main'"
@@ -187,6 +201,8 @@ def test_other_wrong_apps() -> None:
         WSGIConnectionMiddleware(one_argument)
     with pytest.raises(TypeError, match="got an ASGI application"):
         WSGIConnectionMiddleware(AsyncCallable())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="got an ASGI application"):
+        WSGIConnectionMiddleware(async_app)  # type: ignore[arg-type]
 
 
 # -- settings: empty means default, "none" means off; unknown variables warn ---------
