@@ -319,6 +319,19 @@ def granian_argv(app: str, port: int, http: str = "1", interface: str = "asgi") 
     ]
 
 
+def gevent_argv(app: str, port: int) -> list[str]:
+    """gevent's own WSGI server (``gevent.pywsgi.WSGIServer``) serving ``module:attribute``."""
+    module, _, attr = app.partition(":")
+    code = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import importlib, sys\n"
+        "from gevent.pywsgi import WSGIServer\n"
+        f"app = getattr(importlib.import_module({module!r}), {attr!r})\n"
+        f"WSGIServer(('127.0.0.1', {port}), app, log=None).serve_forever()\n"
+    )
+    return [sys.executable, "-c", code]
+
+
 def uwsgi_argv(app: str, port: int, socket: str = "http11-socket") -> list[str]:
     """uWSGI (the ``pyuwsgi`` wheel) serving ``module:callable`` on an HTTP socket of the
     given kind (``http-socket`` or ``http11-socket``), one worker, one thread."""

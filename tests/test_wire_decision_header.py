@@ -61,6 +61,10 @@ SERVERS: dict[str, tuple[Callable[[], AbstractContextManager[int]], str]] = {
         lambda: _process(lambda port: servers.granian_argv("tests.apps:wsgi_app", port, interface="wsgi")),
         "keep",
     ),
+    "gevent-pywsgi": (
+        lambda: _process(lambda port: servers.gevent_argv("tests.apps:wsgi_app", port)),
+        "keep",
+    ),
     "uwsgi-http": (_uwsgi("http-socket"), "close; reason=server"),
     "uwsgi-http11": (_uwsgi("http11-socket"), "keep"),
 }

@@ -81,6 +81,31 @@ def test_hypercorn_hands_the_close_line_to_h11(path: str, close: bool) -> None:
     assert b"".join(m.get("body", b"") for m in sent[1:]) == b"hello"
 
 
+# -- gevent ----------------------------------------------------------------------------
+
+
+def _gevent_handler(version: str = "HTTP/1.1") -> Any:
+    """gevent's real ``WSGIHandler`` in the state its ``start_response`` needs (no socket:
+    the response is not written here)."""
+    from gevent.pywsgi import WSGIHandler
+
+    handler = WSGIHandler.__new__(WSGIHandler)
+    handler.request_version = version
+    handler.close_connection = False
+    handler.headers_sent = False
+    return handler
+
+
+@pytest.mark.parametrize(("path", "close"), [("/", False), ("/rule/x", True), ("/handler", True)])
+def test_gevent_closes_through_its_handler(path: str, close: bool) -> None:
+    handler = _gevent_handler()
+    assert _drain(_mw(keep_alive_timeout=5)(create_environ(path), handler.start_response)) == b"hello"
+    assert handler.close_connection is close
+    assert ((b"Connection", b"close") in handler.response_headers) is close
+    assert any(name == b"Keep-Alive" for name, _ in handler.response_headers) is not close
+    assert wsgi_server(handler.start_response, None)[0].name == "gevent"
+
+
 # -- uWSGI -----------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from .asgi_bridge import ASGI_BRIDGE, is_asgi_bridge
 from .base import AsgiProfile, BodyHook, WsgiServer, reachable
 from .cheroot import CHEROOT
 from .daphne import DAPHNE
+from .gevent import GEVENT, is_gevent_handler
 from .granian_wsgi import GRANIAN_WSGI
 from .gunicorn import GUNICORN
 from .hypercorn import HYPERCORN
@@ -121,6 +122,8 @@ def _wsgi_server_of_type(obj: Any) -> WsgiServer | None:
         return GRANIAN_WSGI
     if is_asgi_bridge(obj):
         return ASGI_BRIDGE
+    if is_gevent_handler(obj):
+        return GEVENT
     return None
 
 

@@ -231,6 +231,22 @@ SPECS: list[Spec] = [
         differs={"http10-keep-alive": "kept"},
     ),
     Spec(
+        "gunicorn-gevent-pywsgi",
+        "WSGI",
+        "raw WSGI",
+        _gunicorn("tests.apps:wsgi_app", "gevent_pywsgi"),
+        notes="`-k gevent_pywsgi`: gevent's own WSGI handler (gunicorn's subclass of it), as gevent-pywsgi.",
+        differs={"http10-keep-alive": "kept"},
+    ),
+    Spec(
+        "gevent-pywsgi",
+        "WSGI",
+        "raw WSGI",
+        lambda env: _subprocess(lambda port: servers.gevent_argv("tests.apps:wsgi_app", port)),
+        notes="`gevent.pywsgi.WSGIServer`. Honours an app's `Connection: close` (spelled exactly so), which connmw passes to its handler's `start_response` when it closes; compares the client's `Connection` value to `close` as a whole (`TE, close` stays open without connmw). Keeps an HTTP/1.0 keep-alive connection.",
+        differs={"http10-keep-alive": "kept"},
+    ),
+    Spec(
         "granian-wsgi",
         "WSGI",
         "raw WSGI",
