@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable
-from typing import Any, Protocol
+from typing import Any
 
+from ._advertise import IdleTimeoutReader, KeepAlive
 from ._decide import KEEP, Decision, decide
 from ._diagnose import ProxyWatch
 from ._headers import PROTECTED_REQUEST_HEADERS, connection_tokens, nominated_to_strip
@@ -64,14 +65,6 @@ class RequestFacts:
         )
 
 
-class IdleTimeoutReader(Protocol):
-    """A server profile (ASGI or WSGI) that reads the server's idle timeout."""
-
-    idle_setting: str
-
-    def idle_timeout(self, handle: Any, /) -> float | None: ...
-
-
 class Engine:
     """Turns request and response facts into a :class:`Decision`."""
 
@@ -82,9 +75,7 @@ class Engine:
         "_closed",
         "_hard",
         "_http2",
-        "_ka_by_idle",
-        "_ka_seconds",
-        "_ka_timeout",
+        "_keep_alive",
         "_kept",
         "_max_tokens",
         "_on_decision",
@@ -124,11 +115,6 @@ class Engine:
         self._soft = options.overload_soft_limit
         self._hard = options.overload_hard_limit
         self._age_limited = options.max_connection_age is not None
-        kat = options.keep_alive_timeout
-        #: The configured seconds (None for "auto" or off) and their Keep-Alive value.
-        self._ka_seconds = None if kat is None or kat == "auto" else float(kat)
-        self._ka_timeout = None if self._ka_seconds is None else b"timeout=%d" % int(self._ka_seconds)
-        self._ka_by_idle: dict[float | None, bytes] = {}
         self.track_in_flight = self._soft is not None
         self.table: ConnectionTable | None = None
         if options.tracks_connections:
@@ -156,7 +142,8 @@ class Engine:
             self.table is None and self._soft is None and self._pressure is None and self._on_decision is None
         )
         #: The adapters' own switches, read once per response.
-        self.advertises = kat is not None
+        self.advertises = options.keep_alive_timeout is not None
+        self._keep_alive = KeepAlive(options.keep_alive_timeout, self.warn_once)
         self.decision_header: bytes | None = (
             None if options.decision_header is None else options.decision_header.encode("ascii")
         )
@@ -324,58 +311,9 @@ class Engine:
     def keep_alive_value(
         self, facts: RequestFacts, server: IdleTimeoutReader | None = None, handle: Any = None
     ) -> bytes | None:
-        """The ``Keep-Alive`` value for a response that keeps the connection, never
-        above the idle timeout ``server`` reads from ``handle`` (read once per
-        tracked connection)."""
-        if not self.advertises:
-            return None
-        conn = facts.conn
-        timeout: bytes | None
-        if conn is None:
-            timeout = self._timeout_for(None if server is None else server.idle_timeout(handle), server)
-        else:
-            timeout = conn.keep_alive
-            if timeout is None:
-                idle = None if server is None else server.idle_timeout(handle)
-                timeout = conn.keep_alive = self._timeout_for(idle, server)
-        if not timeout:
-            return None
-        if conn is not None and conn.max_requests > 0:
-            return timeout + b", max=%d" % max(conn.max_requests - conn.count, 0)
-        return timeout
-
-    def _timeout_for(self, idle: float | None, server: IdleTimeoutReader | None) -> bytes:
-        """``timeout=N`` for a server whose idle timeout is ``idle`` seconds (None:
-        unknown); ``b""`` when nothing may be advertised."""
-        try:
-            return self._ka_by_idle[idle]
-        except KeyError:
-            pass
-        configured = self._ka_seconds
-        if idle is None:
-            # Unknown: an explicit value is the user's word; "auto" has nothing to say.
-            value = self._ka_timeout or b""
-        elif configured is not None and configured <= idle:
-            value = self._ka_timeout or b""
-        else:
-            if configured is not None:
-                setting = server.idle_setting if server is not None and server.idle_setting else "server"
-                self.warn_once(
-                    "keep-alive-lowered",
-                    "connmw: keep_alive_timeout=%g is longer than the server's idle timeout "
-                    "(%s = %g s); advertising Keep-Alive: timeout=%d instead. Set "
-                    'keep_alive_timeout to at most %d, or to "auto".',
-                    configured,
-                    setting,
-                    idle,
-                    int(idle),
-                    int(idle),
-                )
-            # Whole seconds, rounded down: never promise more than the server keeps.
-            value = b"timeout=%d" % int(idle) if idle >= 1 else b""
-        if len(self._ka_by_idle) < 64:
-            self._ka_by_idle[idle] = value
-        return value
+        """The ``Keep-Alive`` value for a response that keeps the connection (see
+        :mod:`connmw._advertise`)."""
+        return self._keep_alive.value(facts, server, handle) if self.advertises else None
 
     def drain(self, window: float = 0.0) -> None:
         self.load.drain(self._clock(), window)
