@@ -298,3 +298,17 @@ def test_asgi_subprocess_servers(argv: Callable[[str, int], list[str]], expected
     port = free_port()
     with subprocess_server(argv("tests.test_keep_alive_honest:report_idle_asgi", port), port):
         assert body_of(port) == expected
+
+
+def test_unknown_servers_and_odd_settings_read_as_unknown() -> None:
+    from connmw.servers import UNKNOWN_ASGI, UNKNOWN_WSGI
+    from connmw.servers.base import number
+    from connmw.servers.daphne import DAPHNE
+
+    async def send(message: Any) -> None:
+        return None
+
+    assert UNKNOWN_ASGI.idle_timeout(send) is None
+    assert UNKNOWN_WSGI.idle_timeout(object()) is None
+    assert DAPHNE.idle_timeout(send) is None
+    assert [number(v) for v in (5, 2.5, True, float("nan"), "5", None)] == [5.0, 2.5, None, None, None, None]

@@ -233,3 +233,12 @@ def test_probe_finding(spec: CaseSpec, decision: str, found: bool) -> None:
     result.closed = True
     codes = [f.code for f in evaluate(spec, result, 1.0)]
     assert ("proxy-closes-upstream" in codes) is found
+
+
+def test_the_watch_says_nothing_once_it_has_ended() -> None:
+    from connmw._diagnose import ProxyWatch
+
+    watch = ProxyWatch()
+    assert watch.see(11, False, False, "10.0.0.1") is None  # a kept request ends the watch
+    assert watch.active is False
+    assert watch.see(10, True, False, "10.0.0.1") is None

@@ -241,3 +241,16 @@ def check_prometheus(app: Any) -> None:
     assert samples[("connmw_requests_in_flight", (app_label,))] == 0
     assert samples[("connmw_draining", (app_label,))] == 1
     assert samples[("connmw_goaways_total", (app_label,))] == 0
+
+
+def test_the_collector_leaves_out_what_is_not_counted() -> None:
+    registry = CollectorRegistry()
+    register(WSGIConnectionMiddleware(raw_wsgi), registry)
+    names = {family.name for family in text_string_to_metric_families(generate_latest(registry).decode())}
+    assert names == {
+        "connmw_responses_kept",
+        "connmw_responses_closed",
+        "connmw_http2_responses",
+        "connmw_draining",
+        "connmw_goaways",
+    }
