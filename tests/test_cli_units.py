@@ -264,6 +264,14 @@ V, W = "violation", "warning"
             result("http11", keep_alive=("timeout=5",), after=6.0), [], id="ka-closed-after-timeout"
         ),
         pytest.param(
+            result("http11", keep_alive=("timeout=5",), after=4.95), [], id="ka-closed-at-timeout-seen-late"
+        ),
+        pytest.param(
+            result("http11", keep_alive=("timeout=5",), after=4.85),
+            [("keep-alive-announced-closed", V)],
+            id="ka-closed-beyond-the-slack",
+        ),
+        pytest.param(
             result("http11", keep_alive=("max=3",)), [("keep-alive-announced-closed", V)], id="ka-no-timeout"
         ),
         pytest.param(

@@ -230,13 +230,22 @@ def test_probe_finds_no_violation(server: tuple[str, int], capsys: pytest.Captur
 
 
 @pytest.mark.server
-def test_gunicorn_warns_once_about_the_lowered_value() -> None:
+def test_gunicorn_warns_once_about_the_lowered_value(capsys: pytest.CaptureFixture[str]) -> None:
     output: list[str] = []
     with gunicorn_default_keep_alive(output) as port:
         for _ in range(3):
             resp, _, reader = wire.exchange(port, path="/five/", check_close=False)
             reader.sock.close()
             assert resp.lines("keep-alive") == [f"timeout={IDLE}"]
+        # The probe waits past the idle timeout: gunicorn closes no earlier than advertised.
+        url = f"http://127.0.0.1:{port}/five/"
+        code = main(["probe", url, "--json", "--concurrency", "6", "--close-wait", str(IDLE + 0.6)])
+        report = json.loads(capsys.readouterr().out)
+        http11 = next(case for case in report["cases"] if case["id"] == "http11")
+        assert http11["closed"] is True, http11
+        assert http11["closed_after_ms"] >= IDLE * 1000 - 100
+        assert report["summary"]["violations"] == 0, report
+        assert code == 0
     expected = (
         "connmw: keep_alive_timeout=5 is longer than the server's idle timeout "
         f"(gunicorn --keep-alive = {IDLE} s); advertising Keep-Alive: timeout={IDLE} instead."

@@ -48,7 +48,8 @@ code                            severity   reference       when
 ``keep-alive-announced-closed`` violation  RFC 9112 §9.3   the response says ``keep-alive`` (or
                                                            carries ``Keep-Alive``); the server
                                                            closed before its advertised timeout
-                                                           or dropped the next request
+                                                           (less ``IDLE_SLACK``, 0.1 s) or
+                                                           dropped the next request
 ``duplicate-connection``        violation  RFC 9112 §9.6   several ``Connection`` lines that
                                                            contradict (``close`` and
                                                            ``keep-alive``)
