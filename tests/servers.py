@@ -234,8 +234,19 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 def gunicorn_argv(
-    app: str, port: int, worker: str = "gthread", threads: int = 4, keep_alive: int = 10
+    app: str,
+    port: int,
+    worker: str = "gthread",
+    threads: int = 4,
+    keep_alive: int = 10,
+    *,
+    workers: int = 1,
+    graceful_timeout: int = 3,
+    log_level: str = "warning",
+    extra: Sequence[str] = (),
 ) -> list[str]:
+    import gunicorn
+
     argv = [
         sys.executable,
         "-m",
@@ -243,18 +254,21 @@ def gunicorn_argv(
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
-        "1",
+        str(workers),
         "--worker-class",
         worker,
         "--keep-alive",
         str(keep_alive),
         "--graceful-timeout",
-        "3",
+        str(graceful_timeout),
         "--log-level",
-        "warning",
+        log_level,
+        *extra,
     ]
     if worker == "gthread":
         argv += ["--threads", str(threads)]
+    if gunicorn.version_info >= (25, 1):
+        argv.append("--no-control-socket")  # else one control socket per $HOME for all instances
     return [*argv, app]
 
 

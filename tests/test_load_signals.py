@@ -21,7 +21,7 @@ import connmw
 from connmw import ConnectionMiddleware, WSGIConnectionMiddleware, drain_on_signal
 from tests import wire
 from tests.apps import raw_asgi, raw_wsgi
-from tests.servers import ROOT, free_port, stop_process, wait_for_port
+from tests.servers import ROOT, free_port, gunicorn_argv, stop_process, wait_for_port
 
 SIG = signal.SIGUSR1
 
@@ -413,24 +413,57 @@ def _argv(server: str, port: int) -> list[str]:
             "--log-level",
             "info",
         ]
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--worker-class",
-        "gthread",
-        "--threads",
-        "4",
-        "--keep-alive",
-        "10",
-        "--graceful-timeout",
-        "20",
-        "--log-level",
-        "info",
-        "tests.test_load_signals:wsgi_factory()",
-    ]
+    return gunicorn_argv(
+        "tests.test_load_signals:wsgi_factory()", port, graceful_timeout=20, log_level="info"
+    )
+
+
+def sigterm_during_keep_alive(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    clients: int,
+    first: str,
+    new_connection: bool = False,
+    settle: float = 0.3,
+) -> tuple[int, str, float]:
+    """Open ``clients`` keep-alive connections (``GET first`` on each), send SIGTERM,
+    then check on the wire that, during the grace period, each keep-alive client's
+    next request is answered with ``Connection: close`` and the connection really
+    closes (and, with ``new_connection``, that a new client is still served and told
+    to close). ``settle``: seconds for the signal to reach the process that serves.
+    Returns the exit code, the server's output and the seconds from the signal to
+    the exit."""
+    readers: list[wire.Reader] = []
+    try:
+        for _ in range(clients):
+            reader = wire.Reader(wire.connect(port))
+            reader.sock.sendall(wire.build_request("GET", first))
+            resp = reader.read_response()
+            assert resp.status == 200
+            assert "close" not in ",".join(resp.lines("connection")).lower()
+            readers.append(reader)
+        sent_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(settle)
+        for reader in readers:
+            reader.sock.sendall(wire.build_request("GET", "/"))
+            resp = reader.read_response()
+            assert (resp.status, resp.body) == (200, b"hello")
+            assert resp.lines("connection") == ["close"]
+            assert reader.closed(2.0)
+            reader.sock.close()  # as a client does on the server's FIN (gunicorn lingers until then)
+        if new_connection:
+            resp, closed, late = wire.exchange(port, "GET", "/")
+            late.sock.close()
+            assert (resp.status, resp.lines("connection"), closed) == (200, ["close"], True)
+        assert time.monotonic() - sent_at < GRACE
+        assert proc.poll() is None  # still serving in the grace period
+        code = proc.wait(GRACE + 25)
+    finally:
+        for reader in readers:
+            reader.sock.close()
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    return code, out, time.monotonic() - sent_at
 
 
 @pytest.mark.server
@@ -438,36 +471,7 @@ def _argv(server: str, port: int) -> list[str]:
 def test_sigterm_drains_keep_alive_clients_then_the_server_stops_gracefully(server: str) -> None:
     port = free_port()
     with started(_argv(server, port), port) as proc:
-        readers: list[wire.Reader] = []
-        try:
-            for _ in range(4):
-                reader = wire.Reader(wire.connect(port))
-                reader.sock.sendall(wire.build_request("GET", "/count"))
-                resp = reader.read_response()
-                assert resp.body == b"-"
-                assert "close" not in ",".join(resp.lines("connection")).lower()
-                readers.append(reader)
-            sent_at = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
-            # During the grace period every keep-alive client is answered, told to
-            # close, and the connection really closes.
-            for reader in readers:
-                reader.sock.sendall(wire.build_request("GET", "/"))
-                resp = reader.read_response()
-                assert resp.status == 200
-                assert resp.body == b"hello"
-                assert resp.lines("connection") == ["close"]
-                assert reader.closed(2.0)
-                reader.sock.close()
-            assert time.monotonic() - sent_at < GRACE
-            assert proc.poll() is None  # still serving in the grace period
-            code = proc.wait(GRACE + 15)
-        finally:
-            for reader in readers:
-                reader.sock.close()
-        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    waited = time.monotonic() - sent_at
+        code, out, waited = sigterm_during_keep_alive(proc, port, 4, "/count")
     assert waited >= GRACE * 0.9, out
     assert "draining for 2 s" in out
     if server.startswith("uvicorn"):

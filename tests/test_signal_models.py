@@ -16,8 +16,8 @@ import pytest
 
 from connmw import ConnectionMiddleware, WSGIConnectionMiddleware, drain_on_signal
 from tests import wire
-from tests.servers import free_port
-from tests.test_load_signals import GRACE, started
+from tests.servers import free_port, gunicorn_argv
+from tests.test_load_signals import GRACE, sigterm_during_keep_alive, started
 
 pytestmark = pytest.mark.server
 
@@ -69,40 +69,17 @@ def wait_for_workers(port: int, timeout: float = 30.0) -> set[bytes]:
     return pids
 
 
-def _gunicorn(port: int, *extra: str) -> list[str]:
-    import gunicorn
-
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(WORKERS),
-        "--keep-alive",
-        "10",
-        "--graceful-timeout",
-        "20",
-        "--log-level",
-        "info",
-        *extra,
-    ]
-    if gunicorn.version_info >= (25, 1):
-        argv.append("--no-control-socket")  # one control socket per $HOME otherwise
-    return argv
-
-
 def _argv(model: str, port: int) -> list[str]:
     wsgi = "tests.test_signal_models:wsgi_factory()"
     asgi = "tests.test_signal_models:asgi_factory()"
+    common: dict[str, Any] = {"workers": WORKERS, "graceful_timeout": 20, "log_level": "info"}
     if model == "gunicorn-preload-gthread":
-        return _gunicorn(port, "--preload", "--worker-class", "gthread", "--threads", "4", wsgi)
+        return gunicorn_argv(wsgi, port, "gthread", extra=["--preload"], **common)
     if model == "gunicorn-preload-sync":
-        return _gunicorn(port, "--preload", "--worker-class", "sync", wsgi)
+        return gunicorn_argv(wsgi, port, "sync", extra=["--preload"], **common)
     if model.startswith("gunicorn-uvicorn-worker"):
         preload = ["--preload"] if model.endswith("preload") else []
-        return _gunicorn(port, *preload, "--worker-class", "uvicorn.workers.UvicornWorker", asgi)
+        return gunicorn_argv(asgi, port, "uvicorn.workers.UvicornWorker", extra=preload, **common)
     return [
         sys.executable,
         "-m",
@@ -130,41 +107,14 @@ def _argv(model: str, port: int) -> list[str]:
 )
 def test_sigterm_to_the_parent_drains_every_worker(model: str) -> None:
     port = free_port()
-    keep_alive = model != "gunicorn-preload-sync"  # the sync worker closes every connection
+    clients = 0 if model == "gunicorn-preload-sync" else CLIENTS  # sync closes every connection
     with started(_argv(model, port), port) as proc:
         wait_for_workers(port)
-        readers: list[wire.Reader] = []
-        try:
-            for _ in range(CLIENTS if keep_alive else 0):
-                reader = wire.Reader(wire.connect(port))
-                reader.sock.sendall(wire.build_request("GET", "/pid"))
-                resp = reader.read_response()
-                assert resp.status == 200
-                assert "close" not in ",".join(resp.lines("connection")).lower()
-                readers.append(reader)
-            sent_at = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            time.sleep(0.5)
-            for reader in readers:
-                reader.sock.sendall(wire.build_request("GET", "/"))
-                resp = reader.read_response()
-                assert (resp.status, resp.body) == (200, b"hello")
-                assert resp.lines("connection") == ["close"]
-                assert reader.closed(2.0)
-                # As a client does on the server's FIN (gunicorn 27 lingers until then).
-                reader.sock.close()
-            # A client arriving during the grace period is still served, and told to close.
-            resp, closed, late = wire.exchange(port, "GET", "/")
-            late.sock.close()
-            assert (resp.status, resp.lines("connection"), closed) == (200, ["close"], True)
-            assert time.monotonic() - sent_at < GRACE
-            assert proc.poll() is None  # still serving in the grace period
-            code = proc.wait(GRACE + 25)
-        finally:
-            for reader in readers:
-                reader.sock.close()
-        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    assert time.monotonic() - sent_at >= GRACE * 0.9, out
+        # uvicorn's supervisor looks for a signal every 0.5 s before it passes it on.
+        code, out, waited = sigterm_during_keep_alive(
+            proc, port, clients, "/pid", new_connection=True, settle=1.0
+        )
+    assert waited >= GRACE * 0.9, out
     # Each worker drained (the log line comes from each worker process).
     assert out.count("draining for 2 s") >= WORKERS, out
     assert code in (0, -signal.SIGTERM), out

@@ -192,3 +192,21 @@ def still_open(reader: Reader, path: str = "/", version: str = "HTTP/1.1") -> bo
     except (OSError, EOFError):
         return False
     return True
+
+
+def expect(port: int, method: str, path: str, *, close: bool, status: int = 200) -> Response:
+    """One request on a fresh connection, checked on the wire: with ``close``, exactly
+    one ``Connection: close`` line and the server really closes; without, no
+    ``Connection`` line and a second request on the same connection is answered."""
+    resp, _, reader = exchange(port, method, path, check_close=False)
+    try:
+        assert resp.status == status, (path, resp.status)
+        if close:
+            assert resp.lines("connection") == ["close"], path
+            assert reader.closed(5.0), f"{path}: the server should have closed the connection"
+        else:
+            assert resp.lines("connection") == [], path
+            assert still_open(reader), f"{path}: the connection should stay open"
+    finally:
+        reader.sock.close()
+    return resp
