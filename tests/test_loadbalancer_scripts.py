@@ -73,19 +73,31 @@ SHOW_STAT = (
 # -- HAProxy configuration ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["tcp", "http"])
+@pytest.mark.parametrize("mode", ["tcp", "http", "h2"])
 def test_haproxy_config(lb: ModuleType, mode: str) -> None:
     cfg = lb.haproxy_config(
         mode=mode, port=8000, servers=[("b1", 8001), ("b2", 8002)], stats_socket="/tmp/x.sock"
     )
-    assert f"    mode {mode}\n" in cfg
+    proto = " proto h2 check-proto h1" if mode == "h2" else ""
+    assert f"    mode {'tcp' if mode == 'tcp' else 'http'}\n" in cfg
     assert "    bind 127.0.0.1:8000\n" in cfg
-    assert "    server b1 127.0.0.1:8001 check\n" in cfg
-    assert "    server b2 127.0.0.1:8002 check\n" in cfg
+    assert f"    server b1 127.0.0.1:8001 check{proto}\n" in cfg
+    assert f"    server b2 127.0.0.1:8002 check{proto}\n" in cfg
     assert "stats socket /tmp/x.sock" in cfg
     assert "option httpchk GET /health" in cfg
-    assert ("http-reuse" in cfg) == (mode == "http")
+    assert ("http-reuse" in cfg) == (mode != "tcp")
+    assert ("http-no-delay" in cfg) == (mode == "h2")
     assert "0.0.0.0" not in cfg
+
+
+def test_backend_argv(lb: ModuleType) -> None:
+    assert lb.backend_argv("uvicorn", 8001)[1:] == [str(lb.APP), "8001"]
+    hypercorn = lb.backend_argv("hypercorn", 8001)
+    assert hypercorn[1:3] == ["-m", "hypercorn"]
+    assert "127.0.0.1:8001" in hypercorn
+    assert hypercorn[-1] == "app:app"
+    with pytest.raises(ValueError, match="server"):
+        lb.backend_argv("granian", 8001)
 
 
 def test_haproxy_config_rejects_unknown_mode(lb: ModuleType) -> None:
@@ -94,7 +106,7 @@ def test_haproxy_config_rejects_unknown_mode(lb: ModuleType) -> None:
 
 
 @pytest.mark.tools("haproxy")
-@pytest.mark.parametrize("mode", ["tcp", "http"])
+@pytest.mark.parametrize("mode", ["tcp", "http", "h2"])
 def test_haproxy_accepts_config(lb: ModuleType, mode: str, tmp_path: Path) -> None:
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(
@@ -281,7 +293,7 @@ def test_bare_backend_app(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.tools("haproxy", "wrk")
 @pytest.mark.server
-@pytest.mark.parametrize("mode", ["tcp", "http"])
+@pytest.mark.parametrize("mode", ["tcp", "http", "h2"])
 def test_cluster_smoke(lb: ModuleType, mode: str) -> None:
     variant = lb.Variant("cap", "cap", {"max_requests_per_connection": 20})
     with lb.Cluster(("b1", "b2"), mode=mode) as cluster:
@@ -299,3 +311,6 @@ def test_cluster_smoke(lb: ModuleType, mode: str) -> None:
     assert set(counts) == {"b1", "b2"}
     assert all(c > 0 for c in counts.values())  # the request cap spreads the 4 connections
     assert sum(counts.values()) >= result.requests
+    # In h2 mode HAProxy reached hypercorn over HTTP/2; HTTP/1.1 otherwise.
+    http2 = {n: s["http2"] for n, s in served.items() if s is not None}
+    assert all((c == counts[n]) if mode == "h2" else (c == 0) for n, c in http2.items()), http2

@@ -41,7 +41,7 @@ DELAY = float(os.environ.get("LB_DELAY") or 0)
 GRACE = float(os.environ.get("LB_DRAIN_GRACE") or 0)
 OPTIONS: dict[str, Any] | None = json.loads(os.environ["LB_CONNMW"]) if os.environ.get("LB_CONNMW") else None
 
-counters = {"requests": 0, "closed": 0}
+counters = {"requests": 0, "closed": 0, "http2": 0}
 BODY = f"hello from {NAME}\n".encode()
 
 
@@ -55,6 +55,8 @@ async def hello(scope: Scope, receive: Receive, send: Send) -> None:
     if DELAY:
         await asyncio.sleep(DELAY)
     counters["requests"] += 1
+    if scope.get("http_version") == "2":
+        counters["http2"] += 1
     await _reply(send, 200, BODY)
 
 

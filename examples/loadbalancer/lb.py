@@ -80,6 +80,24 @@ BARE = Variant("bare", "plain keep-alive (no connmw)")
 # -- HAProxy ----------------------------------------------------------------------------
 
 
+#: HAProxy modes the experiments run: L4, L7 with HTTP/1.1 backends, L7 with HTTP/2 backends.
+MODES = ("tcp", "http", "h2")
+#: The backend server each mode runs (hypercorn speaks HTTP/2 without TLS, prior knowledge).
+SERVERS = {"tcp": "uvicorn", "http": "uvicorn", "h2": "hypercorn"}
+
+
+def backend_argv(server: str, port: int) -> list[str]:
+    """The command that runs ``app.py``'s app under ``server`` on 127.0.0.1:``port``."""
+    if server == "uvicorn":
+        return [sys.executable, str(APP), str(port)]
+    if server == "hypercorn":
+        # --workers 0: one process, signals handled on its event loop (where connmw's
+        # drain_on_signal chains in front of hypercorn's own graceful shutdown).
+        bind = f"127.0.0.1:{port}"
+        return [sys.executable, "-m", "hypercorn", "--workers", "0", "--bind", bind, "app:app"]
+    raise ValueError(f"server must be 'uvicorn' or 'hypercorn', got {server!r}")
+
+
 def haproxy_config(
     *,
     mode: str,
@@ -92,12 +110,15 @@ def haproxy_config(
 ) -> str:
     """An HAProxy configuration: one frontend on ``port``, round-robin over ``servers``.
 
-    ``mode`` is ``"tcp"`` (L4: a client connection is pinned to one backend) or
+    ``mode`` is ``"tcp"`` (L4: a client connection is pinned to one backend),
     ``"http"`` (L7: HAProxy keeps a pool of keep-alive connections to the backends and
-    balances each request). Servers are health-checked with ``GET /health``.
+    balances each request) or ``"h2"`` (``mode http`` talking HTTP/2 to the backends,
+    ``server ... proto h2``: HAProxy multiplexes its requests onto a few HTTP/2
+    connections per backend). Servers are health-checked with ``GET /health``
+    (HTTP/1.1, on connections of their own).
     """
-    if mode not in ("tcp", "http"):
-        raise ValueError(f"mode must be 'tcp' or 'http', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
     lines = [
         "global",
         "    nbthread 1",
@@ -105,14 +126,18 @@ def haproxy_config(
         f"    stats socket {stats_socket} mode 600 level admin",
         "",
         "defaults",
-        f"    mode {mode}",
+        f"    mode {'tcp' if mode == 'tcp' else 'http'}",
         "    timeout connect 2s",
         "    timeout client 30s",
         "    timeout server 30s",
         "    retries 3",
         "    option redispatch",
     ]
-    if mode == "http":
+    if mode == "h2":
+        # HAProxy 2.6 otherwise holds small HTTP/2 frames back (MSG_MORE) and each request
+        # waits for the backend's delayed ACK: ~200 ms per request instead of ~1 ms.
+        lines += ["    option http-no-delay"]
+    if mode != "tcp":
         lines += ["    option http-keep-alive", "    timeout http-keep-alive 30s", "    http-reuse safe"]
     lines += [
         "",
@@ -126,7 +151,10 @@ def haproxy_config(
         f"    default-server inter {check_ms}ms fastinter {check_ms}ms downinter {check_ms}ms "
         f"fall {fall} rise {rise}",
     ]
-    lines += [f"    server {name} 127.0.0.1:{sport} check" for name, sport in servers]
+    # Health checks stay on HTTP/1.1 (check-proto h1): HAProxy 2.6 reads hypercorn's HTTP/2 check
+    # responses as empty.
+    proto = " proto h2 check-proto h1" if mode == "h2" else ""
+    lines += [f"    server {name} 127.0.0.1:{sport} check{proto}" for name, sport in servers]
     return "\n".join(lines) + "\n"
 
 
@@ -368,7 +396,8 @@ class Cluster:
         env.update(variant.env())
         env.update(LB_NAME=name, LB_DELAY=str(delay), LB_DRAIN_GRACE=str(grace))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        proc = subprocess.Popen([sys.executable, str(APP), str(self.ports[name])], env=env)
+        argv = backend_argv(SERVERS[self.mode], self.ports[name])
+        proc = subprocess.Popen(argv, env=env, cwd=HERE)
         self.backends[name] = proc
         _wait_port(self.ports[name])
 

@@ -108,9 +108,15 @@ def report(runs: list[RestartRun], *, grace: float, conns: int) -> str:
         ]
         for run in runs
     ]
+    servers = " and ".join(dict.fromkeys(lb.SERVERS[run.mode] for run in runs))
+    h2 = (
+        " In `h2` mode HAProxy talks HTTP/2 to the backends (`server ... proto h2`)."
+        if any(run.mode == "h2" for run in runs)
+        else ""
+    )
     return (
         "# Rolling restart under load\n\n"
-        f"Three uvicorn backends behind HAProxy, wrk with {conns} keep-alive connections. Each "
+        f"Three {servers} backends behind HAProxy, wrk with {conns} keep-alive connections.{h2} Each "
         "backend in turn: SIGTERM, wait for exit, start again, wait until HAProxy marks it UP. "
         "Failed requests: wrk's socket errors (a connection reset or closed before the "
         "response) plus non-2xx responses (HAProxy's 502/503). With connmw: "
@@ -121,13 +127,18 @@ def report(runs: list[RestartRun], *, grace: float, conns: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--modes", default="tcp,http", help="comma-separated: tcp, http")
+    parser.add_argument("--modes", default="tcp,http", help="comma-separated: tcp, http, h2")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--grace", type=float, default=2.0, help="drain grace period (seconds)")
     parser.add_argument("--before", type=float, default=2.0, help="seconds of load before the first restart")
     parser.add_argument("--settle", type=float, default=1.5, help="seconds between restarts")
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - set(lb.MODES))
+    if unknown:
+        parser.error(f"--modes: unknown {', '.join(unknown)} (choose from {', '.join(lb.MODES)})")
+    # The HTTP/2 runs (hypercorn backends) get files of their own.
+    name = "rolling_restart_h2" if modes == ["h2"] else "rolling_restart"
     lb.require_tools()
     lb.install_sigterm()
 
@@ -153,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
 
     text = report(runs, grace=args.grace, conns=args.connections)
     lb.RESULTS.mkdir(exist_ok=True)
-    (lb.RESULTS / "rolling_restart.md").write_text(text)
+    (lb.RESULTS / f"{name}.md").write_text(text)
     lb.plot_panels(
         [
             (
@@ -163,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             for run in runs
         ],
-        lb.RESULTS / "rolling_restart.png",
+        lb.RESULTS / f"{name}.png",
         suptitle="Rolling restart under load: requests/s per backend (dotted: SIGTERM)",
     )
     print(text)

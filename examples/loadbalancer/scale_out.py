@@ -1,7 +1,8 @@
 """Experiment 1, scale-out: do new backends get traffic from clients already connected?
 
 HAProxy (``mode tcp`` by default: an L4 balancer, a client connection is pinned to one
-backend) in front of four uvicorn backends; b1 and b2 run, b3 and b4 are down. wrk
+backend) in front of four uvicorn backends (``--mode h2``: ``mode http`` talking HTTP/2
+to four hypercorn backends); b1 and b2 run, b3 and b4 are down. wrk
 opens 32 keep-alive connections; a few seconds later b3 and b4 start. The script
 measures the share of requests b3 and b4 serve after HAProxy marks them UP, once per
 variant (plain keep-alive, connmw's request cap, connmw's connection age).
@@ -11,6 +12,7 @@ the throughput cost of the extra reconnects.
 
     python examples/loadbalancer/scale_out.py            # about 3 minutes
     python examples/loadbalancer/scale_out.py --quick    # shorter, fewer rounds
+    python examples/loadbalancer/scale_out.py --mode h2 --after 12 --rounds 2   # HTTP/2 backends
 
 Writes ``results/scale_out.png`` and ``results/scale_out.md``.
 """
@@ -171,8 +173,9 @@ def report(
         "UP→3 s mean ≥ 90% of fair",
         "failed requests",
     ]
+    where = "`mode http`, HTTP/2 to hypercorn backends (`proto h2`)" if mode == "h2" else f"`mode {mode}`"
     text = (
-        f"# Scale-out behind HAProxy `mode {mode}`\n\n"
+        f"# Scale-out behind HAProxy {where}\n\n"
         f"wrk, {conns} keep-alive connections; each request waits {delay * 1000:g} ms in the handler "
         f"(I/O-bound, so CPU contention between backends on one machine does not skew shares); "
         f"b1, b2 up; b3, b4 start under load. Shares are of all requests, served by b3 + b4, in "
@@ -219,7 +222,7 @@ def report(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=("tcp", "http"), default="tcp")
+    parser.add_argument("--mode", choices=lb.MODES, default="tcp")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--late", type=float, default=3.0, help="seconds of load before b3, b4 start")
     parser.add_argument("--after", type=float, default=31.0, help="seconds of load after they start")
@@ -232,14 +235,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="A/B throughput rounds")
     parser.add_argument("--ab-seconds", type=float, default=3.0)
     parser.add_argument("--quick", action="store_true", help="12 s after start, one A/B round")
+    parser.add_argument(
+        "--variants",
+        default=",".join(v.name for v in VARIANTS),
+        help=f"comma-separated scale-out variants (default all: {', '.join(v.name for v in VARIANTS)})",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.after, args.rounds = 12.0, 1
     lb.require_tools()
     lb.install_sigterm()
 
+    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(chosen) - {v.name for v in VARIANTS})
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}")
     runs = []
-    for variant in VARIANTS:
+    for variant in (v for v in VARIANTS if v.name in chosen):
         print(f"scale-out, {variant.label} ...")
         run = run_scale_out(
             variant,
