@@ -19,7 +19,8 @@ Facts (connection identity)
   entry goes when the server drops the connection): uvicorn (h11 and httptools),
   ``send.__self__.transport``; hypercorn, the protocol behind
   ``send.__self__.send``; gunicorn, the client socket ``start_response.__self__.sock``;
-  waitress, the channel behind ``environ["waitress.client_disconnected"]``.
+  waitress, the channel behind ``environ["waitress.client_disconnected"]``;
+  hypercorn serving WSGI, its protocol object (see ``servers/hypercorn_wsgi.py``).
 - ``weakref.ref(obj)`` without a callback returns the same cached object each time,
   and hashes and compares by its referent while alive: looking a connection up
   allocates nothing after its first request.
@@ -34,6 +35,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from ._stats import Histogram, HistogramSnapshot
+from .servers.hypercorn_wsgi import hypercorn_connection
 
 __all__ = ["ConnectionTable", "ConnState", "Load", "asgi_connection_key", "wsgi_connection_key"]
 
@@ -87,7 +89,8 @@ def wsgi_connection_key(environ: Mapping[str, Any], start_response: Any) -> Hash
     addr = environ.get("REMOTE_ADDR")
     port = environ.get("REMOTE_PORT")
     if addr is None or not port:
-        return None
+        protocol = hypercorn_connection(start_response)
+        return None if protocol is None else weakref.ref(protocol)
     return (addr, port, environ.get("SERVER_PORT"))
 
 

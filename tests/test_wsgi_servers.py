@@ -215,3 +215,31 @@ def test_uwsgi_is_not_met_outside_uwsgi() -> None:
     assert "uwsgi" not in sys.modules
     assert uwsgi_profile.uwsgi_server(Spit()) == (None, None)
     assert uwsgi_profile.uwsgi_server(print) == (None, None)
+
+
+def test_hypercorn_connection_is_looked_for_within_bounds(caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    from hypercorn.app_wrappers import WSGIWrapper
+
+    from connmw.servers.hypercorn_wsgi import hypercorn_connection
+
+    # run_app found, but its send leads to no protocol object: no identity, said once.
+    sent: list[dict[str, Any]] = []
+    with caplog.at_level(logging.WARNING, "connmw"):
+        WSGIWrapper(_mw(max_requests_per_connection=2), 1 << 20).run_app(create_environ("/"), sent.append)
+    assert sent[0]["status"] == 200
+    assert "connection identity" in caplog.text
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        pass
+
+    start_response.__module__ = "hypercorn.app_wrappers"
+    # Not called from run_app: the walk ends at its bound, or where the stack ends.
+    assert hypercorn_connection(start_response) is None
+    found: list[Any] = [object()]
+    thread = threading.Thread(target=lambda: found.__setitem__(0, hypercorn_connection(start_response)))
+    thread.start()
+    thread.join(5)
+    assert found == [None]
+    assert hypercorn_connection(print) is None

@@ -264,7 +264,7 @@ SPECS: list[Spec] = [
         "WSGI",
         "raw WSGI",
         lambda env: servers.hypercorn_thread(wsgi_app, mode="wsgi"),
-        notes="A WSGI app under hypercorn: its `start_response` (a closure in `hypercorn.app_wrappers`) hands the headers to h11, which honours the `Connection: close` connmw passes when it closes. No `REMOTE_PORT`: per-connection options (request cap, age) cannot apply (connmw warns once).",
+        notes="A WSGI app under hypercorn: its `start_response` (a closure in `hypercorn.app_wrappers`) hands the headers to h11, which honours the `Connection: close` connmw passes when it closes. No `REMOTE_PORT`: connmw finds the connection through hypercorn's protocol object, so the request cap and age apply.",
     ),
     Spec(
         "uwsgi-http",
