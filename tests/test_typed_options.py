@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import subprocess
+import sys
 import typing
 from pathlib import Path
 from typing import Any
@@ -130,11 +132,7 @@ def test_starlette_add_middleware_passes_the_options() -> None:
 def test_mypy_rejects_misspelled_options_and_wrong_types() -> None:
     """mypy --strict on tests/typecheck/options_usage.py: exactly the marked lines fail."""
     api = pytest.importorskip("mypy.api")
-    expected: set[tuple[int, str]] = set()
-    for number, line in enumerate(USAGE.read_text().splitlines(), 1):
-        marker = re.search(r"# error: ([a-z-]+)$", line)
-        if marker:
-            expected.add((number, marker.group(1)))
+    expected = expected_errors()
     assert len(expected) == 12
     stdout, stderr, _status = api.run(
         [
@@ -151,6 +149,30 @@ def test_mypy_rejects_misspelled_options_and_wrong_types() -> None:
         for m in re.finditer(r"options_usage\.py:(\d+): error: .*\[([a-z-]+)\]$", stdout, re.MULTILINE)
     }
     assert found == expected, stdout + stderr
+
+
+def expected_errors() -> set[tuple[int, str]]:
+    expected: set[tuple[int, str]] = set()
+    for number, line in enumerate(USAGE.read_text().splitlines(), 1):
+        marker = re.search(r"# error: ([a-z-]+)$", line)
+        if marker:
+            expected.add((number, marker.group(1)))
+    return expected
+
+
+@pytest.mark.tools("node")
+def test_pyright_rejects_the_same_lines() -> None:
+    """pyright (what editors such as VS Code run) flags exactly the lines mypy does."""
+    pytest.importorskip("pyright")
+    done = subprocess.run(
+        [sys.executable, "-m", "pyright", "--pythonpath", sys.executable, str(USAGE)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    found = {int(n) for n in re.findall(r"options_usage\.py:(\d+):\d+ - error", done.stdout)}
+    assert found == {line for line, _ in expected_errors()}, done.stdout + done.stderr
 
 
 def test_public_names_unchanged() -> None:
