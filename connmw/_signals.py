@@ -25,6 +25,9 @@ Facts
   ``Worker.init_signals``, without loading the application again. So connmw, told
   of every fork (``os.register_at_fork``), installs again in a forked gunicorn
   worker right after ``init_signals`` (see :mod:`connmw.servers.gunicorn`).
+- hypercorn with worker processes never signals them (see
+  :mod:`connmw.servers.hypercorn`): there :func:`drain_on_signal` refuses to start,
+  naming the fix, rather than do nothing.
 
 So :func:`drain_on_signal` puts its own handler in front of whatever is current: on
 the signal it starts draining (every HTTP/1.x response from then on says
@@ -348,6 +351,16 @@ def drain_on_signal(
     sigs = tuple(int(s) for s in signals)
     if not sigs:
         raise ValueError("drain_on_signal needs at least one signal")
+    from .servers.hypercorn import stopped_without_signal
+
+    if stopped_without_signal():
+        raise RuntimeError(
+            "connmw.drain_on_signal: hypercorn with worker processes (--workers 1 or more, the "
+            "default) stops its workers through a shared event, never a signal, so nothing would "
+            "drain. Run hypercorn --workers 0 (one process; add processes with your process "
+            "manager), or call drain() on the middleware yourself (e.g. from a preStop hook) "
+            "instead of drain_on_signal."
+        )
     hook = SignalDrain(targets, grace=float(grace), window=float(window), signals=sigs)
     hook.install()
     if not _hooks:

@@ -538,3 +538,17 @@ def test_a_forked_gunicorn_worker_installs_again_after_its_own_handlers(
     hook.uninstall()
     monkeypatch.delitem(sys.modules, "gunicorn.workers.base")
     assert after_worker_signals(lambda: None) is False
+
+
+def test_in_a_hypercorn_worker_process_drain_on_signal_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import multiprocessing
+
+    import hypercorn.asyncio.run  # noqa: F401  # what a hypercorn worker runs from
+
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())
+    with pytest.raises(RuntimeError, match=r"Run hypercorn --workers 0"):
+        drain_on_signal(Target(), grace=0, signals=[SIG])
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: None)
+    drain_on_signal(Target(), grace=0, signals=[SIG]).uninstall()

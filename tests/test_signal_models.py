@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -16,7 +17,7 @@ import pytest
 
 from connmw import ConnectionMiddleware, WSGIConnectionMiddleware, drain_on_signal
 from tests import wire
-from tests.servers import free_port, gunicorn_argv
+from tests.servers import ROOT, free_port, gunicorn_argv
 from tests.test_load_signals import GRACE, sigterm_during_keep_alive, started
 
 pytestmark = pytest.mark.server
@@ -56,16 +57,16 @@ def asgi_factory() -> ConnectionMiddleware:
     return app
 
 
-def wait_for_workers(port: int, timeout: float = 30.0) -> set[bytes]:
+def wait_for_workers(port: int, workers: int, timeout: float = 30.0) -> set[bytes]:
     """Open connections until every worker has answered one (each is then serving,
     its signal handlers in place)."""
     pids: set[bytes] = set()
     deadline = time.monotonic() + timeout
-    while len(pids) < WORKERS and time.monotonic() < deadline:
+    while len(pids) < workers and time.monotonic() < deadline:
         resp, _, reader = wire.exchange(port, "GET", "/pid", check_close=False)
         reader.sock.close()
         pids.add(resp.body)
-    assert len(pids) == WORKERS, pids
+    assert len(pids) == workers, pids
     return pids
 
 
@@ -77,6 +78,8 @@ def _argv(model: str, port: int) -> list[str]:
         return gunicorn_argv(wsgi, port, "gthread", extra=["--preload"], **common)
     if model == "gunicorn-preload-sync":
         return gunicorn_argv(wsgi, port, "sync", extra=["--preload"], **common)
+    if model == "hypercorn-w0":
+        return [sys.executable, "-m", "hypercorn", "-b", f"127.0.0.1:{port}", "-w", "0", asgi]
     if model.startswith("gunicorn-uvicorn-worker"):
         preload = ["--preload"] if model.endswith("preload") else []
         return gunicorn_argv(asgi, port, "uvicorn.workers.UvicornWorker", extra=preload, **common)
@@ -103,18 +106,33 @@ def _argv(model: str, port: int) -> list[str]:
         "uvicorn-workers",
         "gunicorn-uvicorn-worker",
         "gunicorn-uvicorn-worker-preload",
+        "hypercorn-w0",
     ],
 )
 def test_sigterm_to_the_parent_drains_every_worker(model: str) -> None:
     port = free_port()
     clients = 0 if model == "gunicorn-preload-sync" else CLIENTS  # sync closes every connection
+    workers = 1 if model == "hypercorn-w0" else WORKERS
     with started(_argv(model, port), port) as proc:
-        wait_for_workers(port)
+        wait_for_workers(port, workers)
         # uvicorn's supervisor looks for a signal every 0.5 s before it passes it on.
         code, out, waited = sigterm_during_keep_alive(
             proc, port, clients, "/pid", new_connection=True, settle=1.0
         )
     assert waited >= GRACE * 0.9, out
     # Each worker drained (the log line comes from each worker process).
-    assert out.count("draining for 2 s") >= WORKERS, out
+    assert out.count("draining for 2 s") >= workers, out
     assert code in (0, -signal.SIGTERM), out
+
+
+def test_hypercorn_worker_processes_refuse_drain_on_signal_at_start_up() -> None:
+    """hypercorn -w 1 (the default) never signals its workers: start-up fails, naming the fix."""
+    port = free_port()
+    argv = _argv("hypercorn-w0", port)
+    argv[argv.index("-w") + 1] = "1"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, timeout=60, check=False)
+    out = (done.stdout + done.stderr).decode(errors="replace")
+    # The worker fails and hypercorn stops (it reports 0: a worker's failure is not its own).
+    assert "RuntimeError: connmw.drain_on_signal: hypercorn with worker processes" in out
+    assert "Run hypercorn --workers 0" in out
