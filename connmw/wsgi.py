@@ -22,7 +22,8 @@ through untouched for the server to deal with.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import sys
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._api import join_outer
@@ -44,7 +45,10 @@ __all__ = ["WSGIConnectionMiddleware"]
 
 _WATCH_LEN = frozenset(len(n) for n in WSGI_HOP_BY_HOP) | {len("content-length")}
 _NO_BODY_STATUS = frozenset((204, 304))
-_BUILTIN = type(len)
+#: Running inside uWSGI (its ``uwsgi`` module exists before any application is
+#: imported): there the server must be known before deciding, and a close may be
+#: made after the body. Elsewhere the two checks below cost one global each.
+_UWSGI = "uwsgi" in sys.modules
 
 
 class WSGIConnectionMiddleware(Configured["WSGIApplication"], Controls):
@@ -83,16 +87,11 @@ class WSGIConnectionMiddleware(Configured["WSGIApplication"], Controls):
         values = None
         if raw:
             values = [raw.encode("latin-1", "replace")]
-        key = None
-        if engine.table is not None:
-            key = wsgi_connection_key(environ, start_response)
-            if key is None:
-                engine.warn_once(
-                    "wsgi-key",
-                    "connmw: this WSGI server gives no connection identity (no REMOTE_PORT); "
-                    "per-connection options (max_requests_per_connection, max_connection_age) "
-                    "do not apply here",
-                )
+        key = (
+            (wsgi_connection_key(environ, start_response) or _no_identity(engine))
+            if engine.table is not None
+            else None
+        )
         facts = RequestFacts(
             version,
             environ.get("REQUEST_METHOD", "GET"),
@@ -118,9 +117,9 @@ class WSGIConnectionMiddleware(Configured["WSGIApplication"], Controls):
             if engine.track_in_flight:
                 engine.end(facts)
             raise
-        if facts.after_body is not None or (facts.decision is None and "uwsgi.version" in environ):
-            # The close is made once the body is written (uWSGI); an application that
-            # starts its response while iterated is wrapped in case it closes.
+        if _UWSGI and (facts.after_body is not None or facts.decision is None):
+            # The close is made once the body is written; an application that starts
+            # its response while iterated is wrapped in case it closes.
             result = _AfterBody(result, engine, facts)
         if not engine.track_in_flight:
             return result
@@ -193,9 +192,9 @@ def _start(
         clean = [h for h in headers if h[0].lower() not in WSGI_HOP_BY_HOP]
     dh = engine.decision_header
     decision = None
-    if facts.version != 10 and type(start_response) is not _BUILTIN:
-        # Only HTTP/1.0, and servers whose start_response is built in C (uWSGI's may
-        # close anyway), need to know the server before deciding.
+    if facts.version != 10 and not _UWSGI:
+        # Only HTTP/1.0, and uWSGI (which may close anyway), need to know the server
+        # before deciding.
         decision = engine.respond(facts, code, app_close, known_length)
         if not decision.close and dh is None and not engine.advertises and app_keep_alive is None:
             # The common path: called directly, not through _call.
@@ -253,6 +252,17 @@ def _start(
             # The application's own Keep-Alive, as on ASGI: on a kept response only.
             server.advertise(handle, app_keep_alive)
     return write
+
+
+def _no_identity(engine: Engine) -> Hashable | None:
+    """No connection key: say once that per-connection options cannot apply."""
+    engine.warn_once(
+        "wsgi-key",
+        "connmw: this WSGI server gives no connection identity (no REMOTE_PORT); "
+        "per-connection options (max_requests_per_connection, max_connection_age) "
+        "do not apply here",
+    )
+    return None
 
 
 def _decision_value(decision: Decision) -> str:

@@ -110,8 +110,12 @@ def test_gevent_closes_through_its_handler(path: str, close: bool) -> None:
 
 
 @pytest.fixture
-def uwsgi_module() -> Iterator[tuple[types.SimpleNamespace, socket.socket]]:
-    """A stand-in ``uwsgi`` module whose connection is one end of a real socket pair."""
+def uwsgi_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[types.SimpleNamespace, socket.socket]]:
+    """A stand-in ``uwsgi`` module whose connection is one end of a real socket pair
+    (and connmw told it runs inside uWSGI, as it finds out at import there)."""
+    import connmw.wsgi
+
+    monkeypatch.setattr(connmw.wsgi, "_UWSGI", True)
     server, client = socket.socketpair()
     module = types.SimpleNamespace(opt={b"http11-socket": b"127.0.0.1:0"}, connection_fd=server.fileno)
     sys.modules["uwsgi"] = module  # type: ignore[assignment]
@@ -163,11 +167,15 @@ def test_uwsgi_http11_kept_response_leaves_the_connection(uwsgi_module: Any) -> 
         client.recv(10)
 
 
-def test_uwsgi_bodies_without_length_close() -> None:
-    # uWSGI's start_response is built in C, so connmw asks the server before deciding
-    # (on the wire: the conformance suite's stream cases on both uWSGI rows).
-    assert uwsgi_profile.UWSGI_HTTP11.must_close(known_length=False)
-    assert not uwsgi_profile.UWSGI_HTTP11.must_close(known_length=True)
+def test_uwsgi_http11_body_without_length_closes(uwsgi_module: Any) -> None:
+    _, client = uwsgi_module
+    spit = Spit()
+    seen: list[Any] = []
+    mw = _mw(on_decision=lambda facts, decision: seen.append(decision.reason))
+    assert _drain(mw(_uwsgi_environ("/stream"), spit)) == b"part-1;part-2;part-3."
+    assert ("Connection", "close") in spit.headers and seen == ["server"]
+    client.settimeout(2)
+    assert client.recv(100) == b""
     assert uwsgi_profile.UWSGI_HTTP.must_close(known_length=True)
 
 
