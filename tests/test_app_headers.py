@@ -43,11 +43,17 @@ def wsgi_app(environ: Any, start_response: Any) -> Iterator[bytes]:
 
 
 def fetch(port: int, path: str) -> tuple[wire.Response, bool]:
-    resp, closed, reader = wire.exchange(port, "GET", path, close_timeout=1.0)
-    reader.sock.close()
-    assert resp.body == b"ok", path
-    assert "evil" not in resp.raw_head.decode("latin-1").lower(), path
-    return resp, bool(closed)
+    """The response, and whether the server closed the connection after it (a kept
+    connection is one that answers a second request)."""
+    resp, _, reader = wire.exchange(port, "GET", path, check_close=False)
+    try:
+        assert resp.body == b"ok", path
+        assert "evil" not in resp.raw_head.decode("latin-1").lower(), path
+        closed = not wire.still_open(reader, path)
+        assert not closed or reader.closed(5.0), path
+    finally:
+        reader.sock.close()
+    return resp, closed
 
 
 def test_asgi_upgrade_goes_out_with_upgrade_in_connection() -> None:
