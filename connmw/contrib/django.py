@@ -127,10 +127,11 @@ def close_connection(view: F | None = None, /, *, reason: str | None = None) -> 
     """Close the connection after every response of this view (sync or async).
 
     ``@close_connection`` or ``@close_connection(reason="export")``; on a class-based
-    view use ``@method_decorator(close_connection, name="dispatch")``. The request must
-    come through connmw (see :func:`get_wsgi_application`); Django's test ``Client``
-    bypasses ``wsgi.py``, so there the view raises :class:`RuntimeError`: test through
-    the wrapped application instead.
+    view use ``@method_decorator(close_connection, name="dispatch")``. The close needs
+    the request to come through connmw (see :func:`get_wsgi_application`); Django's
+    test ``Client`` bypasses ``wsgi.py``, so there the decorator changes nothing (the
+    view answers as usual; the install hint is logged once): test the close through
+    the wrapped application.
     """
 
     def decorate(func: F) -> F:
