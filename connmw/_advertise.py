@@ -46,18 +46,24 @@ class KeepAlive:
         self._by_idle: dict[float | None, bytes] = {}
         self._warn = warn
 
-    def value(self, facts: RequestFacts, server: IdleTimeoutReader | None, handle: Any) -> bytes | None:
+    def value(
+        self,
+        facts: RequestFacts,
+        server: IdleTimeoutReader | None,
+        handle: Any,
+        find: Callable[[Any], IdleTimeoutReader | None] | None = None,
+    ) -> bytes | None:
         """The value for a response that keeps the connection, never above the idle
-        timeout ``server`` reads from ``handle`` (read once per tracked connection)."""
+        timeout ``server`` (or the one ``find`` finds from ``handle``) reads from
+        ``handle``: read once per tracked connection, the server found only then."""
         conn = facts.conn
-        timeout: bytes | None
-        if conn is None:
+        timeout = None if conn is None else conn.keep_alive
+        if timeout is None:
+            if server is None and find is not None:
+                server = find(handle)
             timeout = self._for(None if server is None else server.idle_timeout(handle), server)
-        else:
-            timeout = conn.keep_alive
-            if timeout is None:
-                idle = None if server is None else server.idle_timeout(handle)
-                timeout = conn.keep_alive = self._for(idle, server)
+            if conn is not None:
+                conn.keep_alive = timeout
         if not timeout:
             return None
         if conn is not None and conn.max_requests > 0:

@@ -309,11 +309,15 @@ class Engine:
         return p
 
     def keep_alive_value(
-        self, facts: RequestFacts, server: IdleTimeoutReader | None = None, handle: Any = None
+        self,
+        facts: RequestFacts,
+        server: IdleTimeoutReader | None = None,
+        handle: Any = None,
+        find: Callable[[Any], IdleTimeoutReader | None] | None = None,
     ) -> bytes | None:
         """The ``Keep-Alive`` value for a response that keeps the connection (see
         :mod:`connmw._advertise`)."""
-        return self._keep_alive.value(facts, server, handle) if self.advertises else None
+        return self._keep_alive.value(facts, server, handle, find) if self.advertises else None
 
     def drain(self, window: float = 0.0) -> None:
         self.load.drain(self._clock(), window)

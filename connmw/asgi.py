@@ -30,7 +30,7 @@ from ._decide import VERSION_CODES
 from ._engine import Controls, Engine, RequestFacts
 from ._headers import H1_APP_HOP_BY_HOP, H2_FORBIDDEN, connection_tokens, has_forbidden_chars, is_token
 from ._state import asgi_connection_key
-from .servers import asgi_server_profile
+from .servers import asgi_idle_reader, asgi_server_profile
 
 __all__ = ["ConnectionMiddleware"]
 
@@ -222,9 +222,7 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
         return message
     keep_alive = None
     if not close and engine.advertises:
-        if profile is None:
-            profile = asgi_server_profile(send)
-        keep_alive = engine.keep_alive_value(facts, profile, send)
+        keep_alive = engine.keep_alive_value(facts, profile, send, asgi_idle_reader)
 
     if touched:
         out: list[Any] = []

@@ -16,6 +16,7 @@ per type, bounded.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from .asgi_bridge import ASGI_BRIDGE, is_asgi_bridge
@@ -34,7 +35,15 @@ from .waitress import WAITRESS
 from .werkzeug import WERKZEUG, werkzeug_handler
 from .wsgiref import DJANGO, WSGIREF
 
-__all__ = ["AsgiProfile", "BodyHook", "WsgiServer", "asgi_profile_for", "asgi_server_profile", "wsgi_server"]
+__all__ = [
+    "AsgiProfile",
+    "BodyHook",
+    "WsgiServer",
+    "asgi_idle_reader",
+    "asgi_profile_for",
+    "asgi_server_profile",
+    "wsgi_server",
+]
 
 # --------------------------------------------------------------------------- ASGI
 
@@ -84,6 +93,18 @@ def asgi_server_profile(send: Any) -> AsgiProfile:
         if profile is not UNKNOWN_ASGI:
             return profile
     return UNKNOWN_ASGI
+
+
+def asgi_idle_reader(send: Any) -> AsgiProfile | None:
+    """The profile that reads the idle timeout behind ``send``, found cheaply: by
+    ``send.__self__``'s type, or through a ``functools.partial`` (daphne); None for
+    a plain function (every reader needs the server's own object)."""
+    owner = getattr(send, "__self__", None)
+    if owner is not None:
+        return _profile_of_type(type(owner))
+    if type(send) is functools.partial:
+        return asgi_server_profile(send)
+    return None
 
 
 # --------------------------------------------------------------------------- WSGI
