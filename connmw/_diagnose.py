@@ -10,7 +10,8 @@ Facts
   block plus ``proxy_http_version 1.1;`` and ``proxy_set_header Connection "";``
   (nginx ``ngx_http_upstream_module``, ``keepalive``).
 - HAProxy keeps server connections for reuse (``http-reuse safe``, the default
-  since 2.0) unless ``option httpclose`` closes them.
+  since 2.0) unless ``option httpclose`` or ``option http-server-close``
+  closes them (both send ``Connection: close`` to the server).
 - RFC 9112 §9.3: an HTTP/1.0 request without ``keep-alive``, or any request
   with ``close``, ends its connection after the response. When every request
   does, connmw's own closes (caps, age, rules, drain) never get to act, and
@@ -33,7 +34,7 @@ WATCH = 20
 FIX = (
     "nginx: `keepalive 16;` in the upstream block, and `proxy_http_version 1.1;` plus "
     '`proxy_set_header Connection "";` in the location; HAProxy: keep `http-reuse` on '
-    "(the default) and remove `option httpclose`"
+    "(the default) and remove `option httpclose` and `option http-server-close`"
 )
 
 

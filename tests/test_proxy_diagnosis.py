@@ -74,7 +74,7 @@ def test_a_proxy_that_closes_everything_is_named_once(
         "connmw's own closes (request caps, age, rules, drain) and Keep-Alive never act. To let "
         "connections persist: nginx: `keepalive 16;` in the upstream block, and `proxy_http_version 1.1;` "
         'plus `proxy_set_header Connection "";` in the location; HAProxy: keep `http-reuse` on '
-        "(the default) and remove `option httpclose`."
+        "(the default) and remove `option httpclose` and `option http-server-close`."
     ]
 
 

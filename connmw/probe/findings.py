@@ -223,7 +223,7 @@ def _proxy_findings(result: CaseResult) -> list[Finding]:
                         "close: a proxy in between closes every upstream connection, so connmw's own "
                         "closes never act (nginx: `keepalive 16;` in the upstream, `proxy_http_version "
                         '1.1;`, `proxy_set_header Connection "";`; HAProxy: `http-reuse`, no '
-                        "`option httpclose`)",
+                        "`option httpclose` nor `option http-server-close`)",
                     )
                 ]
     return []
