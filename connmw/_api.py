@@ -128,8 +128,9 @@ def request_close(target: Any = None, reason: str | None = None) -> bool:
     :returns: True when it takes effect; False when the response has already started
         (too late: a warning is logged) or when no connmw is on the request's path
         (Django's test ``Client``, a view called directly, no target outside a Flask
-        request: the install hint is logged once). On HTTP/2 and HTTP/3 the server
-        manages the connection and the call changes nothing.
+        request: the install hint is logged once), and always on HTTP/2 and HTTP/3:
+        a multiplexed connection carries other requests, so one handler's wish never
+        sends a GOAWAY (the load options and ``drain()`` do).
     :raises RuntimeError: when ``target`` is not a request of a known kind.
     :raises TypeError: when ``reason`` is not a str.
     """
@@ -142,6 +143,8 @@ def request_close(target: Any = None, reason: str | None = None) -> bool:
             logger.warning(
                 "%s", _HOW_TO_INSTALL if target is not None else _HOW_TO_INSTALL + " " + _NO_CONTEXT
             )
+        return False
+    if facts.version >= 20:
         return False
     if facts.decision is not None:
         logger.warning(

@@ -65,10 +65,12 @@ class Configured(Generic[AppT]):
         max_requests_jitter: int = 0,
         max_connection_age: float | None = None,
         max_connection_age_jitter: float = 0.0,
+        max_connection_age_grace: float | None = None,
         keep_alive_timeout: float | Literal["auto"] | None = None,
         overload_soft_limit: int | None = None,
         overload_hard_limit: int | None = None,
         pressure: Callable[[], float] | None = None,
+        overload_http2: bool = False,
         on_decision: Callable[[RequestFacts, Decision], object] | None = None,
         decision_header: str | None = None,
         connection_idle_timeout: float = 300.0,
@@ -94,6 +96,8 @@ class Configured(Generic[AppT]):
         :param max_connection_age: seconds; the first response after a connection is
             this old closes it.
         :param max_connection_age_jitter: seconds added at random (0..jitter) per connection.
+        :param max_connection_age_grace: seconds an HTTP/2 connection may keep streams
+            open after its final GOAWAY before it is closed anyway; ``None``: no bound.
         :param keep_alive_timeout: seconds, advertised as ``Keep-Alive: timeout=N`` on
             HTTP/1.x responses that keep the connection, or ``"auto"``: the server's own
             idle timeout where connmw can read it; a number above it is lowered to it.
@@ -102,6 +106,8 @@ class Configured(Generic[AppT]):
         :param overload_hard_limit: ...to 1 at this many in-flight requests.
         :param pressure: a callable returning 0..1, the probability to close each
             response (see :class:`connmw.EventLoopLag`).
+        :param overload_http2: let the overload limits and ``pressure`` retire HTTP/2
+            connections too (GOAWAY; off by default: one decision moves every stream).
         :param on_decision: called with ``(facts, decision)`` for every HTTP response.
         :param decision_header: a response header name (e.g. ``"x-connmw"``) carrying the
             decision and its reason; ``None`` (default) sends nothing.

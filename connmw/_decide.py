@@ -25,7 +25,7 @@ from typing import get_args
 
 from ._policy import Reason, Rule
 
-__all__ = ["CLOSE", "KEEP", "Decision", "decide", "version_code"]
+__all__ = ["CLOSE", "KEEP", "Decision", "decide", "decide_h2", "version_code"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +107,32 @@ def decide(
         return CLOSE["max-age"]
     if server_close:
         return CLOSE["server"]
+    if drain > 0.0 and _chance(drain, draw):
+        return CLOSE["drain"]
+    if overload > 0.0 and _chance(overload, draw):
+        return CLOSE["overload"]
+    return KEEP
+
+
+def decide_h2(
+    *,
+    requests_exhausted: bool = False,
+    age_exhausted: bool = False,
+    drain: float = 0.0,
+    overload: float = 0.0,
+    draw: Callable[[], float] | None = None,
+) -> Decision:
+    """Decide whether an HTTP/2 (or HTTP/3) connection is retired with GOAWAY.
+
+    Only the load options retire a multiplexed connection: a stream's own outcome
+    (its status, a rule, the handler, the client's headers) says nothing about the
+    other streams the connection carries. ``overload`` is 0 unless the
+    ``overload_http2`` option lets the overload limits act here.
+    """
+    if requests_exhausted:
+        return CLOSE["max-requests"]
+    if age_exhausted:
+        return CLOSE["max-age"]
     if drain > 0.0 and _chance(drain, draw):
         return CLOSE["drain"]
     if overload > 0.0 and _chance(overload, draw):

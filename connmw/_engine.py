@@ -13,6 +13,7 @@ from typing import Any
 from ._advertise import IdleTimeoutReader, KeepAlive
 from ._decide import KEEP, Decision, decide
 from ._diagnose import ProxyWatch
+from ._h2load import H2Load
 from ._headers import PROTECTED_REQUEST_HEADERS, connection_tokens, nominated_to_strip
 from ._policy import Options, Rule, RuleMatcher
 from ._state import ConnectionTable, ConnState, Load
@@ -89,6 +90,7 @@ class Engine:
         "advertises",
         "counters",
         "decision_header",
+        "h2",
         "keep_fast",
         "load",
         "match_rules",
@@ -136,6 +138,16 @@ class Engine:
         self._kept = self.counters.kept
         self._http2 = self.counters.http2
         self._closed = self.counters.closed
+        #: HTTP/2 connections connmw can retire with GOAWAY.
+        self.h2 = H2Load(
+            options,
+            self.load,
+            self._overload
+            if options.overload_http2 and (self._soft is not None or self._pressure is not None)
+            else None,
+            self.warn_once,
+            self.counters.goaways,
+        )
         #: Nothing but the client, the protocol, the application and the status can
         #: close: :meth:`respond` can answer the common case without the full table.
         self._simple = (
@@ -321,6 +333,11 @@ class Engine:
 
     def drain(self, window: float = 0.0) -> None:
         self.load.drain(self._clock(), window)
+        self.h2.drain(window)
+
+    def stop_draining(self) -> None:
+        self.load.stop_draining()
+        self.h2.stop_draining()
 
     def warn_once(self, key: str, message: str, *args: object, exc: bool = False) -> None:
         if key in self._warned:
@@ -335,10 +352,12 @@ class Controls:
     _engine: Engine
 
     def drain(self, window: float = 0.0) -> None:
-        """From now on, close the connection after each HTTP/1.x response.
+        """From now on, close the connection after each HTTP/1.x response, and
+        retire every HTTP/2 connection with GOAWAY, idle ones included.
 
         With ``window`` (seconds), the probability to close rises from 0 to 1 over
-        the window, so clients do not all reconnect at once. Safe from any thread.
+        the window (each HTTP/2 connection gets its GOAWAY at a random moment in
+        it), so clients do not all reconnect at once. Safe from any thread.
         """
         if isinstance(window, bool) or not isinstance(window, (int, float)):
             raise TypeError(
@@ -353,7 +372,7 @@ class Controls:
 
     def stop_draining(self) -> None:
         """Undo :meth:`drain`."""
-        self._engine.load.stop_draining()
+        self._engine.stop_draining()
 
     @property
     def draining(self) -> bool:
@@ -374,7 +393,7 @@ class Controls:
         - ``in_flight``: requests inside the application now (None unless the
           overload limits are set);
         - ``draining``: whether :meth:`drain` is on;
-        - ``goaways``: GOAWAY frames sent to retire HTTP/2 connections.
+        - ``goaways``: HTTP/2 connections retired with GOAWAY (one per connection).
 
         Counts are per middleware instance and per process, since it was built.
         """

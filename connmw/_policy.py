@@ -126,6 +126,11 @@ class Options:
     :param max_connection_age: seconds; the first response after a connection is this
         old closes it.
     :param max_connection_age_jitter: seconds added at random (0..jitter) per connection.
+    :param max_connection_age_grace: seconds an HTTP/2 connection may keep streams open
+        after its final GOAWAY (long-lived streams, server-sent events) before it is
+        closed anyway, as gRPC's MAX_CONNECTION_AGE_GRACE; ``None`` (default) waits for
+        every stream. Applies to every GOAWAY connmw sends (request cap, age, drain,
+        overload).
     :param keep_alive_timeout: seconds, or ``"auto"``: advertised as ``Keep-Alive:
         timeout=N`` (with ``max=remaining`` when a request cap is set) on HTTP/1.x
         responses that keep the connection. ``"auto"`` advertises the server's own
@@ -136,6 +141,9 @@ class Options:
     :param overload_hard_limit: ...to 1 at this many in-flight requests.
     :param pressure: a callable returning 0..1: the probability to close each response
         (see :class:`connmw.EventLoopLag`); combined with the in-flight ramp by max.
+    :param overload_http2: let ``overload_*`` and ``pressure`` also retire HTTP/2
+        connections (GOAWAY), drawn once per new stream. Off by default: one decision
+        moves every stream of the connection, not one client request.
     :param on_decision: called with ``(facts, decision)`` for every HTTP response.
     :param decision_header: a response header name (e.g. ``"x-connmw"``) that carries
         the decision and its reason, for debugging; ``None`` (default) sends nothing.
@@ -159,10 +167,12 @@ class Options:
     max_requests_jitter: int = 0
     max_connection_age: float | None = None
     max_connection_age_jitter: float = 0.0
+    max_connection_age_grace: float | None = None
     keep_alive_timeout: float | Literal["auto"] | None = None
     overload_soft_limit: int | None = None
     overload_hard_limit: int | None = None
     pressure: Callable[[], float] | None = None
+    overload_http2: bool = False
     on_decision: Callable[[Any, Any], object] | None = None
     decision_header: str | None = None
     connection_idle_timeout: float = 300.0
@@ -196,6 +206,7 @@ class Options:
         _check_number("max_requests_jitter", self.max_requests_jitter, integer=True, optional=False)
         _check_number("max_connection_age", self.max_connection_age, minimum=0, inclusive=False)
         _check_number("max_connection_age_jitter", self.max_connection_age_jitter, optional=False)
+        _check_number("max_connection_age_grace", self.max_connection_age_grace)
         for jitter, base in (
             ("max_requests_jitter", "max_requests_per_connection"),
             ("max_connection_age_jitter", "max_connection_age"),
@@ -252,6 +263,8 @@ class Options:
         _check_number(
             "max_tracked_connections", self.max_tracked_connections, integer=True, minimum=1, optional=False
         )
+        if not isinstance(self.overload_http2, bool):
+            raise TypeError(f"overload_http2 must be True or False, not {self.overload_http2!r}")
         if not isinstance(self.strip_nominated_request_headers, bool):
             raise TypeError(
                 f"strip_nominated_request_headers must be True or False, not {self.strip_nominated_request_headers!r}"
@@ -371,7 +384,13 @@ _INT_OPTIONS = frozenset(
     )
 )
 _FLOAT_OPTIONS = frozenset(
-    ("max_connection_age", "max_connection_age_jitter", "keep_alive_timeout", "connection_idle_timeout")
+    (
+        "max_connection_age",
+        "max_connection_age_jitter",
+        "max_connection_age_grace",
+        "keep_alive_timeout",
+        "connection_idle_timeout",
+    )
 )
 _CALLABLE_OPTIONS = frozenset(("pressure", "on_decision", "clock", "random"))
 
@@ -426,7 +445,7 @@ def _coerce(name: str, value: Any) -> Any:
             return float(text)
         except ValueError:
             raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
-    if name == "strip_nominated_request_headers":
+    if name in ("strip_nominated_request_headers", "overload_http2"):
         return _parse_bool(text, name)
     if name == "protected_request_headers":
         return frozenset(p.strip() for p in text.split(",") if p.strip())

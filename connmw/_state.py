@@ -37,7 +37,14 @@ from typing import Any
 from ._stats import Histogram, HistogramSnapshot
 from .servers.hypercorn_wsgi import hypercorn_connection
 
-__all__ = ["ConnectionTable", "ConnState", "Load", "asgi_connection_key", "wsgi_connection_key"]
+__all__ = [
+    "ConnectionTable",
+    "ConnState",
+    "Load",
+    "asgi_connection_key",
+    "draw_limits",
+    "wsgi_connection_key",
+]
 
 
 def _address_key(client: Any, server: Any) -> Hashable | None:
@@ -92,6 +99,17 @@ def wsgi_connection_key(environ: Mapping[str, Any], start_response: Any) -> Hash
         protocol = hypercorn_connection(start_response)
         return None if protocol is None else weakref.ref(protocol)
     return (addr, port, environ.get("SERVER_PORT"))
+
+
+def draw_limits(
+    requests: int, requests_jitter: int, age: float, age_jitter: float, random: Callable[[], float]
+) -> tuple[int, float]:
+    """One connection's request cap and age limit, each raised by its jitter at random."""
+    if requests_jitter:
+        requests += int(random() * (requests_jitter + 1))
+    if age_jitter:
+        age += random() * age_jitter
+    return requests, age
 
 
 class ConnState:
@@ -189,12 +207,9 @@ class ConnectionTable:
             return state
 
     def _new(self, now: float) -> ConnState:
-        max_requests = self._requests
-        if self._requests_jitter:
-            max_requests += int(self._random() * (self._requests_jitter + 1))
-        max_age = self._age
-        if self._age_jitter:
-            max_age += self._random() * self._age_jitter
+        max_requests, max_age = draw_limits(
+            self._requests, self._requests_jitter, self._age, self._age_jitter, self._random
+        )
         return ConnState(now, max_requests, max_age)
 
     def _evict(self, now: float) -> None:

@@ -90,7 +90,7 @@ class Histogram:
 
 
 class Counters:
-    """Responses kept and closed, per reason; GOAWAY frames sent."""
+    """Responses kept and closed, per reason; HTTP/2 connections retired with GOAWAY."""
 
     __slots__ = ("closed", "goaways", "http2", "kept")
 
@@ -101,7 +101,7 @@ class Counters:
         self.http2 = itertools.count()
         #: HTTP/1.x responses that closed their connection, per reason.
         self.closed: dict[str, itertools.count[int]] = {r: itertools.count() for r in get_args(Reason)}
-        #: GOAWAY frames connmw sent to retire HTTP/2 connections (``next(counters.goaways)``).
+        #: HTTP/2 connections connmw retired with GOAWAY, one per connection (``next(counters.goaways)``).
         self.goaways = itertools.count()
 
     def snapshot(self, table: ConnectionTable | None, load: Load, in_flight_counted: bool) -> Stats:

@@ -22,12 +22,13 @@ or odd ``status`` is passed through for the server to reject.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, cast
 
 from ._api import join_outer
 from ._configured import Configured, check_asgi_app
 from ._decide import VERSION_CODES
 from ._engine import Controls, Engine, RequestFacts
+from ._goaway import H2Conn
 from ._headers import H1_APP_HOP_BY_HOP, H2_FORBIDDEN, connection_tokens, has_forbidden_chars, is_token
 from ._state import asgi_connection_key
 from .servers import asgi_idle_reader, asgi_server_profile
@@ -117,7 +118,13 @@ class ConnectionMiddleware(Configured["ASGIApp"], Controls):
             nominated = engine.nominated(values)
             if nominated:
                 scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() not in nominated]
+        h2conn: H2Conn | None = None
         try:
+            if version == 20:
+                h2conn = _h2_admit(engine, send)
+                if h2conn is _REFUSED:
+                    h2conn = None
+                    return
             await self.app(scope, receive, facts.send)
         except BaseException:
             # The server closes a connection whose application failed: its state goes.
@@ -131,6 +138,30 @@ class ConnectionMiddleware(Configured["ASGIApp"], Controls):
             facts.server_send = _send_after_return
             if engine.track_in_flight:
                 engine.end(facts)
+            if h2conn is not None:
+                h2conn.stream_done()
+
+
+#: A stream above the last id a GOAWAY announced (a sentinel connection state).
+_REFUSED = cast(H2Conn, object())
+
+
+def _h2_admit(engine: Engine, send: Send) -> H2Conn | None:
+    """Count an HTTP/2 stream on its connection (which may retire it) and return the
+    connection's state (None when connmw cannot reach it); ``_REFUSED`` when the
+    stream is above the last id a GOAWAY announced: the application never sees it,
+    the server writes nothing for it, the client retries it elsewhere."""
+    profile = asgi_server_profile(send)
+    handle = profile.h2
+    found = None if handle is None else handle.locate(send)
+    if handle is None or found is None:
+        engine.h2.cannot_reach(profile.name)
+        return None
+    conn = engine.h2.stream(found[0], handle, found[1])
+    if conn is None:
+        handle.refuse(send)
+        return _REFUSED
+    return conn
 
 
 async def _send_after_return(message: Message) -> None:

@@ -25,7 +25,7 @@ scrapes, so requests pay nothing for it. Metrics (``namespace`` ``connmw``):
 ``connmw_connections_tracked_peak``               gauge      the most at once
 ``connmw_requests_in_flight``                     gauge      only with the overload limits on
 ``connmw_draining``                               gauge      1 while draining
-``connmw_goaways_total``                          counter    GOAWAY frames sent on HTTP/2
+``connmw_goaways_total``                          counter    HTTP/2 connections retired with GOAWAY
 ================================================  =========  =====================================
 
 Several worker processes (gunicorn ``--workers N``, uvicorn ``--workers N``): each
@@ -118,7 +118,7 @@ class ConnmwCollector(Collector):
         if stats["in_flight"] is not None:
             yield gauge("requests_in_flight", "Requests inside the application now", stats["in_flight"])
         yield gauge("draining", "1 while the middleware drains", 1 if stats["draining"] else 0)
-        yield counter("goaways", "GOAWAY frames sent to retire HTTP/2 connections", stats["goaways"])
+        yield counter("goaways", "HTTP/2 connections retired with GOAWAY", stats["goaways"])
 
 
 def register(

@@ -29,7 +29,7 @@ from .gunicorn import GUNICORN
 from .hypercorn import HYPERCORN
 from .hypercorn_wsgi import HYPERCORN_WSGI, is_hypercorn_start_response
 from .mod_wsgi import MOD_WSGI
-from .uvicorn import UVICORN_H11, UVICORN_HTTPTOOLS
+from .uvicorn import UVICORN_H2, UVICORN_H11, UVICORN_HTTPTOOLS
 from .uwsgi import uwsgi_server
 from .waitress import WAITRESS
 from .werkzeug import WERKZEUG, werkzeug_handler
@@ -56,6 +56,8 @@ def asgi_profile_for(module: str) -> AsgiProfile:
     """The profile of the server whose object lives in ``module``."""
     if module.startswith("uvicorn.protocols.http.httptools"):
         return UVICORN_HTTPTOOLS
+    if module.startswith("uvicorn.protocols.http.zttp_h2"):
+        return UVICORN_H2
     if module.startswith("uvicorn."):
         return UVICORN_H11
     if module.startswith("hypercorn."):

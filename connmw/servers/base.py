@@ -6,7 +6,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, MutableMapping
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .h2 import H2Handle
 
 __all__ = ["AsgiProfile", "BodyHook", "WsgiServer", "number", "reachable"]
 
@@ -14,16 +17,20 @@ BodyHook = Callable[[MutableMapping[str, Any]], None]
 
 
 class AsgiProfile:
-    """What connmw needs to know about an ASGI server."""
+    """What connmw needs to know about an ASGI server.
 
-    __slots__ = ("http10_keep_alive", "name")
+    ``h2`` is how to reach its HTTP/2 connections, or None where connmw cannot.
+    """
+
+    __slots__ = ("h2", "http10_keep_alive", "name")
 
     #: The server setting behind :meth:`idle_timeout`, as its users spell it.
     idle_setting = ""
 
-    def __init__(self, name: str, http10_keep_alive: bool = False) -> None:
+    def __init__(self, name: str, http10_keep_alive: bool = False, h2: H2Handle | None = None) -> None:
         self.name = name
         self.http10_keep_alive = http10_keep_alive
+        self.h2 = h2
 
     def idle_timeout(self, send: Any) -> float | None:
         """Seconds the server keeps an idle HTTP/1.x connection open between
