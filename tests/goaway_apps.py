@@ -1,4 +1,5 @@
-"""The application the HTTP/2 GOAWAY tests run: each response's body is its path.
+"""The application the HTTP/2 GOAWAY tests run: each response's body is its path
+(``/slow/...`` after 0.3 s; ``/hang/...`` sends its headers, then its body 5 s later).
 
 Run by a server in another process (daphne), it is configured from the
 environment: ``CONNMW_*`` variables are connmw's options (``Options.from_env``),
@@ -43,6 +44,11 @@ class Echo:
                 os.close(fd)
         if path.startswith("/slow/"):
             await asyncio.sleep(0.3)
+        elif path.startswith("/hang/"):  # a long-lived stream: headers now, the body late
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await asyncio.sleep(5)
+            await send({"type": "http.response.body", "body": path.encode()})
+            return
         elif self.delay:
             await asyncio.sleep(self.delay)
         await send(

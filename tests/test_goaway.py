@@ -307,3 +307,96 @@ def test_a_dead_connection_is_forgotten_not_written_to() -> None:
         assert server.written == [] and reg.goaways == {} and conn.timers == {}
 
     asyncio.run(run())
+
+
+# -- the engine's HTTP/2 side, with the recording handle ----------------------------------
+
+
+class _Send:
+    """Stands for a server's ``send``: ``locate`` reads its ``__self__``."""
+
+    def __init__(self, server: _Server, stream_id: int) -> None:
+        self.server = server
+        self.stream_id = stream_id
+
+
+def _engine(**options: Any) -> connmw.ConnectionMiddleware:
+    return ConnectionMiddleware(_ok, **options)
+
+
+def test_overload_retires_http2_only_when_opted_in() -> None:
+    async def run(opt_in: bool) -> dict[str, int]:
+        mw = _engine(pressure=lambda: 1.0, overload_http2=opt_in)
+        server = _Server()
+        conn = mw.engine.h2.stream(server, _Recording(), 1)
+        assert conn is not None and conn.count == 1
+        await asyncio.sleep(0.01)
+        return mw.engine.h2.registry.goaways
+
+    assert asyncio.run(run(True)) == {"overload": 1}
+    assert asyncio.run(run(False)) == {}
+
+
+def test_request_cap_counts_streams_and_refuses_above_the_last_id() -> None:
+    async def run() -> None:
+        mw = _engine(max_requests_per_connection=2)
+        server = _Server()
+        handle = _Recording()
+        h2 = mw.engine.h2
+        first = h2.stream(server, handle, 1)
+        assert first is not None
+        first.stream_done()  # one request at a time
+        conn = h2.stream(server, handle, 3)  # the 2nd: retires
+        assert conn is first and conn.retiring
+        server.highest = 3
+        conn.stream_done()
+        await asyncio.sleep(0.01)
+        # Idle, and never two streams at once: both GOAWAYs in one write.
+        frames = server.written[0]
+        assert frames.count(b"\x07\x00\x00\x00\x00\x00") == 2
+        assert conn.last_id == 3
+        assert h2.stream(server, handle, 5) is None  # above the last id
+        assert mw.stats()["goaways"] == 1
+
+    asyncio.run(run())
+
+
+def test_age_timer_and_drain_reach_idle_connections() -> None:
+    async def run() -> None:
+        mw = _engine(max_connection_age=0.05)
+        aged, drained, kept = _Server(), _Server(), _Server()
+        h2 = mw.engine.h2
+        h2.stream(aged, _Recording(), 1)
+        await asyncio.sleep(0.1)
+        assert h2.registry.goaways == {"max-age": 1}
+
+        mw2 = _engine()
+        h2b = mw2.engine.h2
+        h2b.stream(drained, _Recording(), 1)
+        h2b.stream(kept, _Recording(), 1)
+        mw2.drain(window=0.05)
+        await asyncio.sleep(0.2)
+        assert h2b.registry.goaways == {"drain": 2}
+
+        mw3 = _engine()
+        h2c = mw3.engine.h2
+        h2c.stream(_Server(), _Recording(), 1)
+        mw3.drain(window=10)
+        await asyncio.sleep(0.01)
+        mw3.stop_draining()
+        await asyncio.sleep(0.01)
+        assert all("drain" not in c.timers for c in h2c.registry.snapshot())
+        assert not mw3.draining
+
+    asyncio.run(run())
+
+
+def test_each_forgets_connections_whose_loop_is_closed() -> None:
+    reg = H2Registry(cap=4, grace=None)
+    loop = asyncio.new_event_loop()
+    server = _Server()
+    conn = H2Conn(reg, server, _Recording(), loop, 0.0, 0, float("inf"))
+    reg.add(server, conn)
+    loop.close()
+    reg.each(lambda c: None)
+    assert conn.phase == 4  # closed: the server is gone with its loop

@@ -7,6 +7,7 @@ Figures go to stdout (``pytest -s``) for the README and the notes.
 from __future__ import annotations
 
 import collections
+import functools
 import socket
 import ssl
 import struct
@@ -198,3 +199,120 @@ def _trace(ports: set[int]) -> Callable[[str, dict[str, object]], None]:
             ports.add(stream.get_extra_info("socket").getsockname()[1])  # type: ignore[attr-defined]
 
     return trace
+
+
+# -- idle connections: age and drain reach them; the grace bounds long streams ---------------
+
+
+def _open(run: gw.Running) -> tuple[socket.socket, h2.connection.H2Connection]:
+    sock: socket.socket = socket.create_connection(("127.0.0.1", run.port), timeout=5)
+    if run.tls is not None:
+        sock = run.tls.client_context().wrap_socket(sock, server_hostname="localhost")
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
+def _get(sock: socket.socket, conn: h2.connection.H2Connection, path: str) -> int:
+    sid: int = conn.get_next_available_stream_id()
+    scheme = b"https" if isinstance(sock, ssl.SSLSocket) else b"http"
+    headers = [(b":method", b"GET"), (b":path", path.encode()), (b":scheme", scheme), (b":authority", b"x")]
+    conn.send_headers(sid, headers, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    return sid
+
+
+def _answered(frames: list[tuple[int, int, bytes, int]], sid: int) -> bool:
+    """The stream's response ended (END_STREAM on a DATA or HEADERS frame)."""
+    return any(f[3] == sid and f[0] in (0, 1) and f[1] & 0x1 for f in frames)
+
+
+def _goaways(frames: list[tuple[int, int, bytes, int]]) -> list[tuple[int, int, bytes]]:
+    out = []
+    for kind, _, payload, _ in frames:
+        if kind == 7:
+            last, code = struct.unpack("!II", payload[:8])
+            out.append((last & 0x7FFFFFFF, code, payload[8:]))
+    return out
+
+
+def _closed(frames: list[tuple[int, int, bytes, int]]) -> bool:
+    return bool(frames) and frames[-1][0] == -1
+
+
+@pytest.mark.parametrize("server", ["hypercorn-h2c", "daphne-tls", "uvicorn-tls"])
+def test_age_reaches_an_idle_connection(server: str, tls: gw.Tls, tmp_path: Path) -> None:
+    """max_connection_age=1 (+0.5 jitter): a connection that sent one request and
+    then nothing gets its GOAWAY within age + jitter + 1 s of opening, then is closed."""
+    _skip_unavailable(server)
+    options = {"max_connection_age": 1, "max_connection_age_jitter": 0.5}
+    with gw.start(server, tmp_path, tls, options) as run:
+        opened = time.monotonic()
+        sock, conn = _open(run)
+        sid = _get(sock, conn, "/load/age")
+        frames = _read_frames(sock, until=lambda fs: bool(_goaways(fs)), timeout=1 + 0.5 + 1 + 1)
+        seen = time.monotonic() - opened
+        frames += _read_frames(sock, until=_closed, timeout=5)
+        sock.close()
+    print(f"{server}: idle connection's GOAWAY {seen:.2f} s after it opened")
+    assert _answered(frames, sid)
+    goaways = _goaways(frames)
+    assert goaways and seen <= 1 + 0.5 + 1
+    assert goaways[0] == (2**31 - 1, 0, b"max-age") and goaways[-1] == (sid, 0, b"max-age")
+    assert _closed(frames)
+
+
+@pytest.mark.parametrize("server", ["hypercorn-tls", "daphne-tls", "uvicorn-tls"])
+def test_drain_reaches_every_connection_and_streams_in_flight_complete(
+    server: str, tls: gw.Tls, tmp_path: Path
+) -> None:
+    """drain(window=0.5) (daphne: drain_on_signal on SIGUSR1): three idle connections
+    and one with a 0.3 s stream in flight each get their GOAWAY within the window
+    (+1 s); the stream in flight completes."""
+    import os
+    import signal
+
+    _skip_unavailable(server)
+    with gw.start(server, tmp_path, tls, {}, drain_signal=int(signal.SIGUSR1)) as run:
+        idle = [_open(run) for _ in range(3)]
+        for sock, conn in idle:
+            sid = _get(sock, conn, "/load/idle")
+            answered = _read_frames(sock, until=functools.partial(_answered, sid=sid), timeout=5)
+            assert _answered(answered, sid)
+        busy_sock, busy_conn = _open(run)
+        busy = _get(busy_sock, busy_conn, "/slow/busy")
+        time.sleep(0.1)  # the slow stream is inside the application
+        started = time.monotonic()
+        if run.middleware is not None:
+            run.middleware.drain(window=0.5)
+        else:
+            assert run.proc is not None
+            os.kill(run.proc.pid, signal.SIGUSR1)
+        got = []
+        for sock, _ in [*idle, (busy_sock, busy_conn)]:
+            frames = _read_frames(sock, until=lambda fs: bool(_goaways(fs)), timeout=0.5 + 1 + 1)
+            got.append((time.monotonic() - started, frames))
+        busy_frames = got[-1][1] + _read_frames(busy_sock, until=_closed, timeout=5)
+        for sock, _ in [*idle, (busy_sock, busy_conn)]:
+            sock.close()
+    print(f"{server}: drain GOAWAYs after " + ", ".join(f"{t:.2f} s" for t, _ in got))
+    for elapsed, frames in got:
+        goaways = _goaways(frames)
+        assert goaways and goaways[0][1:] == (0, b"drain") and elapsed <= 0.5 + 1
+    assert _answered(busy_frames, busy) and _closed(busy_frames)
+    assert (busy, 0, b"drain") in _goaways(busy_frames)
+
+
+def test_grace_bounds_a_stream_that_outlives_the_final_goaway(tls: gw.Tls, tmp_path: Path) -> None:
+    """max_connection_age_grace=0.3: a stream still open 0.3 s after the final GOAWAY
+    does not keep the connection open; without the grace the 5 s stream would."""
+    options = {"max_requests_per_connection": 1, "max_connection_age_grace": 0.3}
+    with gw.start("hypercorn-h2c", tmp_path, tls, options) as run:
+        sock, conn = _open(run)
+        sid = _get(sock, conn, "/hang/long")
+        frames = _read_frames(sock, until=_closed, timeout=4.5)
+        sock.close()
+    goaways = _goaways(frames)
+    assert goaways[-1] == (sid, 0, b"max-requests")
+    assert _closed(frames) and not _answered(frames, sid)

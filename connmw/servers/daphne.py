@@ -21,6 +21,9 @@ Facts (measured; the conformance suite is the source of truth)
 - An application that returns without a response gets nothing written: daphne
   answers only on a timeout, and HTTP/2 has none by default.
 - On SIGTERM daphne sends no GOAWAY and kills requests in flight.
+- Twisted's TLS transport closes on ``loseConnection()`` only once no producer is
+  registered on it, and the HTTP channel stays registered for the connection's life:
+  ``unregisterProducer()`` after ``loseConnection()`` lets it close.
 """
 
 from __future__ import annotations
@@ -95,7 +98,11 @@ class _DaphneH2(H2Handle):
         h2_retiring(conn.conn, opaque, callback)
 
     def close(self, conn: Any) -> None:
-        conn.transport.loseConnection()
+        transport = conn.transport
+        transport.loseConnection()
+        # A TLS transport waits for its producer (the HTTP channel) to go before it
+        # shuts down, and that producer stays for the connection's life.
+        transport.unregisterProducer()
 
 
 DAPHNE = _DaphneProfile("daphne", h2=_DaphneH2())
