@@ -3,7 +3,7 @@
 This is the server-side effect of a decision taken in the engine (which option
 retires which connection, and why: the same :data:`~connmw.Reason` values as on
 HTTP/1.x). How to reach each server's connection lives in ``connmw/servers/``
-(an :class:`~connmw.servers.base.H2Handle` per server); this module only speaks
+(an :class:`~connmw.servers.h2.H2Handle` per server); this module only speaks
 frames and keeps time.
 
 Facts
@@ -28,12 +28,13 @@ Facts
 - A middleware runs only when a request arrives: age and drain reach idle
   connections through this registry (weak references, bounded) and timers on the
   server's event loop.
-- httpcore (httpx, <= 1.0.9) fails the requests it has in flight when any GOAWAY
-  arrives (encode/httpcore#730), and the next request too unless the GOAWAY it
-  reads names a last stream id below it (then it retries on a new connection). So
-  the first GOAWAY goes out once the streams already handed to the application are
-  answered (``QUIET_WAIT`` at most), and on a connection with no open stream the
-  final GOAWAY follows at once: a client that sends one request at a time moves.
+- httpcore (httpx, <= 1.0.9) reads only when it sends, fails the requests it has in
+  flight when any GOAWAY arrives (encode/httpcore#730), and the next request too
+  unless the GOAWAY it reads names a last stream id below it (then it retries on a
+  new connection). So the first GOAWAY goes out once the streams already handed to
+  the application are answered (``QUIET_WAIT`` at most), and on an idle httpx
+  connection (``user-agent: python-httpx/...``) the final GOAWAY follows at once: a
+  client that sends one request at a time moves.
 """
 
 from __future__ import annotations
@@ -90,16 +91,15 @@ class H2Conn:
         "count",
         "handle",
         "highest",
-        "in_flight",
         "last_id",
         "loop",
         "max_age",
         "max_requests",
-        "peak",
         "phase",
         "quiet_id",
         "quiet_tries",
         "quiet_until",
+        "reads_when_sending",
         "reason",
         "ref",
         "registry",
@@ -128,9 +128,8 @@ class H2Conn:
         self.phase = _OPEN
         self.reason = ""
         self.highest = 0
-        #: Streams handed to the application and not returned yet, and their peak.
-        self.in_flight = 0
-        self.peak = 0
+        #: The client reads only when it sends (httpx): see :meth:`_announce`.
+        self.reads_when_sending = False
         self.quiet_id = 0
         self.quiet_tries = 0
         self.quiet_until = 0.0
@@ -149,12 +148,7 @@ class H2Conn:
         if stream_id > self.highest:
             self.highest = stream_id
         last = self.last_id
-        if last is not None and stream_id > last:
-            return False
-        self.in_flight += 1
-        if self.in_flight > self.peak:
-            self.peak = self.in_flight
-        return True
+        return last is None or stream_id <= last
 
     # -- timers (on the connection's loop) ------------------------------------------
 
@@ -214,7 +208,6 @@ class H2Conn:
 
     def stream_done(self) -> None:
         """A stream's application returned."""
-        self.in_flight -= 1
         if self.phase == _WAITING:
             self.quiet_tries = 0
             self._quiet()
@@ -228,14 +221,14 @@ class H2Conn:
         # The PING first: a client on h2 takes no frame but GOAWAY after a GOAWAY.
         first = ping_frame(opaque) + goaway_frame(MAX_STREAM_ID, NO_ERROR, reason.encode())
         self.registry.sent(reason)
-        if self.peak <= 1 and not self.handle.pending(obj, MAX_STREAM_ID):
-            # A client that never had two streams open at once, idle now: no stream to
-            # protect, so the final GOAWAY goes with the first. A client that reads
-            # them together (httpcore) sees the real last id and retries its next
-            # request elsewhere, unprocessed. (A multiplexing client gets the round
-            # trip: curl 7.88 fails the streams it has sent above a last id.) The
-            # close still waits for the PING's round trip, so that a request on its
-            # way meets no reset.
+        if self.reads_when_sending and not self.handle.pending(obj, MAX_STREAM_ID):
+            # httpcore reads only when it sends, and fails a request in flight on any
+            # GOAWAY (encode/httpcore#730): on its idle connection the final GOAWAY goes
+            # with the first, so its next request, above the last id, is retried on a
+            # new connection, unprocessed. Every other client gets the round trip: a
+            # request crossing the GOAWAYs is then still served (HAProxy does not retry
+            # a refused stream; curl 7.88 fails it). The close still waits for the
+            # PING's round trip, so that a request on its way meets no reset.
             logger.debug("HTTP/2 connection retired (%s), idle: PING and both GOAWAYs sent", reason)
             self._final(first, waited=False)
             return

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._decide import decide_h2
@@ -56,14 +56,18 @@ class H2Load:
         #: The first server met whose HTTP/2 connections connmw cannot reach.
         self.unreachable: str | None = None
 
-    def stream(self, obj: Any, handle: H2Handle, stream_id: int) -> H2Conn | None:
+    def stream(
+        self, obj: Any, handle: H2Handle, stream_id: int, headers: Iterable[tuple[bytes, bytes]] = ()
+    ) -> H2Conn | None:
         """A new stream on the server's connection ``obj``: the connection's state,
         or None when the stream is above the last stream id a GOAWAY announced and
         must not reach the application. Counts the stream and retires the
-        connection when a load option says so."""
+        connection when a load option says so. ``headers`` (the request's) are read
+        on a connection's first stream only."""
         conn = self.registry.get(obj)
         if conn is None:
             conn = self._new(obj, handle)
+            conn.reads_when_sending = _httpx(headers)
         if not conn.admit(stream_id):
             return None
         conn.count += 1
@@ -151,6 +155,13 @@ class H2Load:
                 server,
                 ", ".join(acting),
             )
+
+
+def _httpx(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"user-agent":
+            return value.startswith(b"python-httpx/")
+    return False
 
 
 def _cancel_drain(conn: H2Conn) -> None:

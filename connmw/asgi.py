@@ -121,7 +121,7 @@ class ConnectionMiddleware(Configured["ASGIApp"], Controls):
         h2conn: H2Conn | None = None
         try:
             if version == 20:
-                h2conn = _h2_admit(engine, send)
+                h2conn = _h2_admit(engine, send, scope)
                 if h2conn is _REFUSED:
                     h2conn = None
                     return
@@ -146,7 +146,7 @@ class ConnectionMiddleware(Configured["ASGIApp"], Controls):
 _REFUSED = cast(H2Conn, object())
 
 
-def _h2_admit(engine: Engine, send: Send) -> H2Conn | None:
+def _h2_admit(engine: Engine, send: Send, scope: Scope) -> H2Conn | None:
     """Count an HTTP/2 stream on its connection (which may retire it) and return the
     connection's state (None when connmw cannot reach it); ``_REFUSED`` when the
     stream is above the last id a GOAWAY announced: the application never sees it,
@@ -157,7 +157,7 @@ def _h2_admit(engine: Engine, send: Send) -> H2Conn | None:
     if handle is None or found is None:
         engine.h2.cannot_reach(profile.name)
         return None
-    conn = engine.h2.stream(found[0], handle, found[1])
+    conn = engine.h2.stream(found[0], handle, found[1], scope["headers"])
     if conn is None:
         handle.refuse(send)
         return _REFUSED

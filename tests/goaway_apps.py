@@ -5,13 +5,15 @@ Run by a server in another process (daphne), it is configured from the
 environment: ``CONNMW_*`` variables are connmw's options (``Options.from_env``),
 ``GOAWAY_SEEN_LOG`` names a file that gets one line per request handed to the
 application (to prove none is handed over twice), and ``GOAWAY_DRAIN_SIGNAL``
-installs ``connmw.drain_on_signal`` on that signal number with a 0.5 s window.
+installs ``connmw.drain_on_signal`` on that signal number with a 0.5 s window,
+``GOAWAY_LOG`` names a file that gets connmw's log lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import signal
 from typing import TYPE_CHECKING
@@ -58,6 +60,9 @@ class Echo:
 
 
 def from_env() -> ConnectionMiddleware:
+    log = os.environ.get("GOAWAY_LOG")
+    if log:
+        logging.getLogger("connmw").addHandler(logging.FileHandler(log))
     options = connmw.Options.from_env()
     middleware = ConnectionMiddleware(Echo(log=os.environ.get("GOAWAY_SEEN_LOG")), **options.as_kwargs())
     sig = os.environ.get("GOAWAY_DRAIN_SIGNAL")

@@ -343,7 +343,7 @@ def test_request_cap_counts_streams_and_refuses_above_the_last_id() -> None:
         server = _Server()
         handle = _Recording()
         h2 = mw.engine.h2
-        first = h2.stream(server, handle, 1)
+        first = h2.stream(server, handle, 1, [(b"user-agent", b"python-httpx/0.28.1")])
         assert first is not None
         first.stream_done()  # one request at a time
         conn = h2.stream(server, handle, 3)  # the 2nd: retires
@@ -351,7 +351,7 @@ def test_request_cap_counts_streams_and_refuses_above_the_last_id() -> None:
         server.highest = 3
         conn.stream_done()
         await asyncio.sleep(0.01)
-        # Idle, and never two streams at once: both GOAWAYs in one write.
+        # httpx, idle: both GOAWAYs in one write.
         frames = server.written[0]
         assert frames.count(b"\x07\x00\x00\x00\x00\x00") == 2
         assert conn.last_id == 3
@@ -400,3 +400,18 @@ def test_each_forgets_connections_whose_loop_is_closed() -> None:
     loop.close()
     reg.each(lambda c: None)
     assert conn.phase == 4  # closed: the server is gone with its loop
+
+
+def test_an_idle_connection_of_any_other_client_gets_the_round_trip() -> None:
+    async def run() -> _Server:
+        mw = _engine(max_requests_per_connection=1)
+        server = _Server()
+        conn = mw.engine.h2.stream(server, _Recording(), 1, [(b"user-agent", b"curl/7.88.1")])
+        assert conn is not None
+        conn.stream_done()
+        await asyncio.sleep(0.01)
+        return server
+
+    server = asyncio.run(run())
+    # A PING and the first GOAWAY only: a request crossing them is still served.
+    assert len(server.written) == 1 and server.written[0].count(b"\x07\x00\x00\x00\x00\x00") == 1

@@ -316,3 +316,28 @@ def test_grace_bounds_a_stream_that_outlives_the_final_goaway(tls: gw.Tls, tmp_p
     goaways = _goaways(frames)
     assert goaways[-1] == (sid, 0, b"max-requests")
     assert _closed(frames) and not _answered(frames, sid)
+
+
+def test_granian_http2_warns_once_that_it_cannot_be_reached(tmp_path: Path) -> None:
+    """granian's HTTP/2 lives in Rust: one warning names it and the options that
+    cannot act, and the requests are answered as usual."""
+    from tests import servers
+
+    log = tmp_path / "connmw.log"
+    port = servers.free_port()
+    env = {"CONNMW_MAX_REQUESTS_PER_CONNECTION": "25", "GOAWAY_LOG": str(log)}
+    argv = servers.granian_argv("tests.goaway_apps:app", port, http="2")
+    with servers.subprocess_server(argv, port, env=env):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        sids = [_get(sock, conn, f"/load/{i}") for i in range(3)]
+        frames = _read_frames(sock, until=lambda fs: all(_answered(fs, s) for s in sids), timeout=5)
+        sock.close()
+    assert all(_answered(frames, s) for s in sids) and _goaways(frames) == []
+    lines = log.read_text().splitlines()
+    assert lines == [
+        "connmw: cannot reach granian's HTTP/2 connections: max_requests_per_connection, drain() and "
+        "drain_on_signal cannot send GOAWAY there (HTTP/1.x connections are not affected)"
+    ]
