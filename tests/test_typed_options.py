@@ -136,6 +136,15 @@ def test_mypy_rejects_misspelled_options_and_wrong_types() -> None:
     api = pytest.importorskip("mypy.api")
     expected = expected_errors()
     assert len(expected) == 12
+    import starlette.middleware
+
+    if not hasattr(starlette.middleware, "_MiddlewareFactory"):
+        # Starlette before 0.41 types its middleware as taking ``app`` by keyword, which a
+        # positional-only ``app`` does not match: mypy then checks no option passed
+        # through add_middleware or Middleware (they still work at run time).
+        lines = USAGE.read_text().splitlines()
+        through = re.compile(r"(^|[^A-Za-z])Middleware\(|add_middleware\(")
+        expected = {(n, code) for n, code in expected if not through.search(lines[n - 1])}
     stdout, stderr, _status = api.run(
         [
             "--strict",

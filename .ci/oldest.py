@@ -1,0 +1,48 @@
+"""Print pip requirements that pin every server and framework of the test extra to
+its declared lower bound: a bound with a patch level exactly (``waitress>=3.0.0`` ->
+``waitress==3.0.0``), one without it to the newest patch of that release
+(``uvicorn[standard]>=0.30`` -> ``uvicorn[standard]==0.30.*``; registries do not keep
+every patch release of every project).
+
+The test tools (pytest, mypy, httpx, ...) are left out: they are not what connmw supports.
+Used by .ci/run's job on the oldest versions.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import tomllib
+
+TOOLS = {
+    "pytest",
+    "pytest-cov",
+    "pytest-timeout",
+    "coverage",
+    "hypothesis",
+    "ruff",
+    "mypy",
+    "httpx",
+    "h2",
+    "trustme",
+}
+
+
+def main() -> int:
+    data = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    for requirement in data["project"]["optional-dependencies"]["test"]:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?>=([0-9.]+)", requirement)
+        if match is None:
+            print(f"cannot read a lower bound in {requirement!r}", file=sys.stderr)
+            return 1
+        name, extra, low = match.groups()
+        if name not in TOOLS:
+            pin = low if low.count(".") >= 2 else low + ".*"
+            print(f"{name}{extra or ''}=={pin}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
