@@ -1,8 +1,7 @@
 """Print pip requirements that pin every server and framework of the test extra to
-its declared lower bound: a bound with a patch level exactly (``waitress>=3.0.0`` ->
-``waitress==3.0.0``), one without it to the newest patch of that release
-(``uvicorn[standard]>=0.30`` -> ``uvicorn[standard]==0.30.*``; registries do not keep
-every patch release of every project).
+its declared lower bound: ``uvicorn[standard]>=0.30`` -> ``uvicorn[standard]==0.30.*`` (the
+newest patch of that release: registries do not keep every patch release of every project),
+``waitress>=3.0.0`` -> ``waitress==3.0.0.*`` (that release, or a post-release of it).
 
 The test tools (pytest, mypy, httpx, ...) are left out: they are not what connmw supports.
 Used by .ci/run's job on the oldest versions.
@@ -24,6 +23,8 @@ TOOLS = {
     "hypothesis",
     "ruff",
     "mypy",
+    "build",
+    "twine",
     "httpx",
     "h2",
     "trustme",
@@ -39,8 +40,7 @@ def main() -> int:
             return 1
         name, extra, low = match.groups()
         if name not in TOOLS:
-            pin = low if low.count(".") >= 2 else low + ".*"
-            print(f"{name}{extra or ''}=={pin}")
+            print(f"{name}{extra or ''}=={low}.*")
     return 0
 
 
