@@ -67,6 +67,9 @@ def uvicorn_thread(app: Any, http: str = "h11", **config: Any) -> Iterator[int]:
 
     sock = bound_socket()
     port = sock.getsockname()[1]
+    # older uvicorn (0.30) installs uvloop's event loop policy for the whole process:
+    # put the process's back afterwards, or later asyncio.run() calls get uvloop.
+    policy = asyncio.get_event_loop_policy()
     cfg = uvicorn.Config(app, http=http, lifespan="off", log_level="warning", access_log=False, **config)
     server = uvicorn.Server(cfg)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -82,6 +85,7 @@ def uvicorn_thread(app: Any, http: str = "h11", **config: Any) -> Iterator[int]:
         server.should_exit = True
         stopped(thread, "uvicorn")
         sock.close()
+        asyncio.set_event_loop_policy(policy)
 
 
 @contextlib.contextmanager
