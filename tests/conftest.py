@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -38,6 +39,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             unavailable(
                 f"{' and '.join(missing)} not installed (Debian: apt-get install {' '.join(missing)})"
             )
+
+
+@pytest.fixture(autouse=True)
+def _event_loop_policy() -> Iterator[None]:
+    """Older uvicorn (0.30) sets uvloop's event loop policy for the whole process whenever
+    it starts (the demo, the probe's servers, in-process runners): each test gets the
+    process's own policy back, so a later asyncio.run() is not silently uvloop's."""
+    policy = asyncio.get_event_loop_policy()
+    yield
+    asyncio.set_event_loop_policy(policy)
 
 
 _listen = socket.socket.listen
