@@ -216,11 +216,13 @@ def test_advertises_the_servers_idle_timeout_and_keeps_it(server: tuple[str, int
 
 
 @pytest.mark.server
-def test_probe_finds_no_violation(server: tuple[str, int], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("prefix", ["auto", "five"])
+def test_probe_finds_no_violation(
+    server: tuple[str, int], prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, port = server
-    code = main(
-        ["probe", f"http://127.0.0.1:{port}/five/", "--json", "--concurrency", "6", "--close-wait", "0.5"]
-    )
+    url = f"http://127.0.0.1:{port}/{prefix}/"
+    code = main(["probe", url, "--json", "--concurrency", "6", "--close-wait", "0.5"])
     report = json.loads(capsys.readouterr().out)
     findings = [f["code"] for case in report["cases"] for f in case["findings"]]
     assert report["summary"]["violations"] == 0, findings
