@@ -32,7 +32,7 @@ from ._decide import Decision, version_code
 from ._engine import Controls, Engine, RequestFacts
 from ._headers import WSGI_HOP_BY_HOP, connection_tokens, has_forbidden_chars
 from ._state import wsgi_connection_key
-from .servers import wsgi_server
+from .servers import WsgiServer, wsgi_server
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import (
@@ -212,12 +212,17 @@ def _start(
                 server.must_close(known_length),
             )
         extra = []
-        if decision.close and server.via_header:
-            # The header is the server's only handle (mod_wsgi, granian, hypercorn, uWSGI,
-            # an ASGI bridge): passed when the server says the close will be real.
-            made = server.close(handle, environ)
-            if made:
-                extra.append(("Connection", "close"))
+        if decision.close:
+            if server.via_header:
+                # The header is the server's only handle (mod_wsgi, granian, hypercorn,
+                # uWSGI, gevent, an ASGI bridge): passed when the close will be real.
+                made = server.close(handle, environ)
+                if made:
+                    extra.append(("Connection", "close"))
+        elif server.keep_alive_header and facts.version < 20:
+            advertised = _keep_alive(engine, facts, server, handle, app_keep_alive)
+            if advertised is not None:
+                extra.append(("Keep-Alive", advertised))
         if dh is not None:
             extra.append((dh.decode("ascii"), _decision_value(decision)))
         if extra:
@@ -244,14 +249,20 @@ def _start(
             )
         else:
             facts.after_body = server.after_body(handle)
-    elif handle is not None and facts.version < 20:
-        ka = engine.keep_alive_value(facts, server, handle) if engine.advertises else None
-        if ka is not None:
-            server.advertise(handle, ka.decode("ascii"))
-        elif app_keep_alive is not None:
-            # The application's own Keep-Alive, as on ASGI: on a kept response only.
-            server.advertise(handle, app_keep_alive)
+    elif handle is not None and facts.version < 20 and not server.via_header:
+        advertised = _keep_alive(engine, facts, server, handle, app_keep_alive)
+        if advertised is not None:
+            server.advertise(handle, advertised)
     return write
+
+
+def _keep_alive(
+    engine: Engine, facts: RequestFacts, server: WsgiServer, handle: Any, app_keep_alive: str | None
+) -> str | None:
+    """The Keep-Alive value for a kept response: connmw's own when it advertises, else
+    the application's (as on ASGI: on a kept response only)."""
+    ka = engine.keep_alive_value(facts, server, handle) if engine.advertises else None
+    return ka.decode("ascii") if ka is not None else app_keep_alive
 
 
 def _no_identity(engine: Engine) -> Hashable | None:

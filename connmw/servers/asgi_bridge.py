@@ -34,6 +34,7 @@ class _AsgiBridge(WsgiServer):
     __slots__ = ()
     name = "a WSGI-in-ASGI bridge"
     via_header = True
+    keep_alive_header = False  # the ASGI side decides what it advertises
     hint = (
         " Wrap the ASGI application around the mount in connmw.ConnectionMiddleware: it then "
         "makes the closes of the mounted WSGI application real."

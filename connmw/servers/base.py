@@ -67,6 +67,9 @@ class WsgiServer:
     idle_setting = ""
     #: Added to the warning when a close cannot be made real here.
     hint = ""
+    #: A ``Keep-Alive`` passed to ``start_response`` goes out as it is: connmw passes
+    #: its value with the headers instead of calling :meth:`advertise` after.
+    keep_alive_header = False
 
     def idle_timeout(self, handle: Any) -> float | None:
         """Seconds the server keeps an idle connection open between requests, read
@@ -95,10 +98,12 @@ class WsgiServer:
 
 class HeaderCloses(WsgiServer):
     """A server that honours a ``Connection: close`` passed to ``start_response``:
-    connmw passes the line when it closes, and that makes the close real."""
+    connmw passes the line when it closes, and that makes the close real. It sends
+    a ``Keep-Alive`` passed the same way as it is."""
 
     __slots__ = ()
     via_header = True
+    keep_alive_header = True
 
     def close(self, handle: Any, environ: MutableMapping[str, Any]) -> bool:
         return True

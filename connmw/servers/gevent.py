@@ -29,10 +29,6 @@ class _Gevent(HeaderCloses):
     name = "gevent"
     http10_keep_alive = True
 
-    def advertise(self, handle: Any, value: str) -> bool:
-        handle.response_headers.append((b"Keep-Alive", value.encode("latin-1")))
-        return True
-
 
 def is_gevent_handler(obj: Any) -> bool:
     """True for gevent's ``WSGIHandler`` or a subclass of it (gunicorn's)."""

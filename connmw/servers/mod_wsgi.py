@@ -17,6 +17,7 @@ class _ModWsgi(HeaderCloses):
     __slots__ = ()
     name = "mod_wsgi"
     http10_keep_alive = True
+    keep_alive_header = False  # Apache writes its own on HTTP/1.0 keep-alive responses
 
 
 MOD_WSGI = _ModWsgi()
