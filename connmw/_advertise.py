@@ -81,6 +81,14 @@ class KeepAlive:
         if idle is None or (configured is not None and configured <= idle):
             # Unknown: an explicit value is the user's word; "auto" has nothing to say.
             value = self._value or b""
+            if idle is None and configured is None:
+                self._warn(
+                    "keep-alive-unknown",
+                    'connmw: keep_alive_timeout="auto" cannot read the idle timeout of this server '
+                    "(%s); no Keep-Alive is advertised. To advertise one, set keep_alive_timeout to "
+                    "a number of seconds no longer than the server's idle timeout.",
+                    getattr(server, "name", None) or "not one connmw knows",
+                )
         else:
             if configured is not None:
                 setting = server.idle_setting if server is not None and server.idle_setting else "server"

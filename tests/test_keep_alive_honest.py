@@ -107,6 +107,27 @@ def test_a_lowered_value_warns_once_naming_both_numbers(caplog: pytest.LogCaptur
     ]
 
 
+@pytest.mark.parametrize(
+    ("reader", "named"),
+    [(None, "not one connmw knows"), (Reader(None), "test")],
+    ids=["no-server", "unreadable"],
+)
+def test_auto_says_once_when_it_cannot_read_the_server(
+    caplog: pytest.LogCaptureFixture, reader: Reader | None, named: str
+) -> None:
+    if reader is not None:
+        reader.name = "test"  # type: ignore[attr-defined]
+    engine = Engine(Options(keep_alive_timeout="auto"))
+    with caplog.at_level(logging.WARNING, logger="connmw"):
+        for _ in range(3):
+            assert engine.keep_alive_value(RequestFacts(11, "GET", "/"), reader, None) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f'connmw: keep_alive_timeout="auto" cannot read the idle timeout of this server ({named}); no '
+        "Keep-Alive is advertised. To advertise one, set keep_alive_timeout to a number of seconds no "
+        "longer than the server's idle timeout."
+    ]
+
+
 def test_the_server_is_read_once_per_tracked_connection() -> None:
     engine = Engine(Options(keep_alive_timeout="auto", max_requests_per_connection=100))
     reader = Reader(5.0)
