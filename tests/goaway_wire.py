@@ -172,11 +172,13 @@ class ClientRun:
         )
 
 
-def h2lib_load(run: Running, requests: int, concurrency: int = 8) -> ClientRun:
+def h2lib_load(run: Running, requests: int, concurrency: int = 8, stall: float = 2.0) -> ClientRun:
+    """The h2-library client; after a GOAWAY, streams that see no frame for ``stall``
+    seconds fail."""
     from tests.h2load import load
 
     ctx = run.tls.client_context() if run.tls else None
-    result = load(run.port, requests, concurrency=concurrency, ssl_context=ctx, stall=0.3)
+    result = load(run.port, requests, concurrency=concurrency, ssl_context=ctx, stall=stall)
     failed = []
     for i in range(requests):
         outcome = result.outcomes.get(i)
