@@ -34,6 +34,8 @@ from tests.servers import (
     hypercorn_thread,
     subprocess_server,
     uvicorn_thread,
+    uwsgi_argv,
+    uwsgi_available,
     waitress_thread,
 )
 
@@ -344,3 +346,31 @@ def test_unknown_servers_and_odd_settings_read_as_unknown() -> None:
     assert UNKNOWN_WSGI.idle_timeout(object()) is None
     assert DAPHNE.idle_timeout(send) is None
     assert [number(v) for v in (5, 2.5, True, float("nan"), "5", None)] == [5.0, 2.5, None, None, None, None]
+
+
+#: What uWSGI imports (``--callable`` names an attribute, not a call).
+uwsgi_app = make_wsgi()
+
+
+@pytest.mark.server
+@pytest.mark.skipif(uwsgi_available() is not None, reason=str(uwsgi_available()))
+def test_uwsgi_socket_timeout_is_the_idle_timeout() -> None:
+    port = free_port()
+    argv = [*uwsgi_argv("tests.test_keep_alive_honest:uwsgi_app", port), "--socket-timeout", str(IDLE)]
+    with subprocess_server(argv, port) as proc:
+        # One worker: one connection at a time.
+        for prefix in ("auto", "five"):
+            resp, _, reader = wire.exchange(port, path=f"/{prefix}/", check_close=False)
+            try:
+                assert resp.lines("keep-alive") == [f"timeout={IDLE}"], prefix
+                time.sleep(IDLE - 0.4)
+                assert wire.still_open(reader, f"/{prefix}/"), prefix
+            finally:
+                reader.sock.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        assert proc.stdout is not None
+        output = proc.stdout.read().decode(errors="replace")
+    assert (
+        output.count(f"(uwsgi --socket-timeout = {IDLE} s); advertising Keep-Alive: timeout={IDLE}") == 1
+    ), output

@@ -16,6 +16,9 @@ suite is the source of truth)
   server then ends the connection. It never chunks: a body without length is
   written raw on a connection it keeps, so the client cannot find its end unless
   the connection closes. HTTP/1.0 connections are closed.
+- ``--http11-socket`` closes a kept connection that stays idle for
+  ``--socket-timeout`` seconds (default 4; measured 4.0 s, and 2.0 s with
+  ``--socket-timeout 2``), read from ``uwsgi.opt``.
 - Pipelined requests are dropped: after the first response the server closes
   without saying so (behind a close connmw announced, nothing is lost to it).
 - Any other way uWSGI speaks HTTP (``--http`` router, ``--socket`` behind a web
@@ -30,7 +33,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .base import HeaderCloses, WsgiServer
+from .base import HeaderCloses, WsgiServer, number
 
 __all__ = ["UWSGI_HTTP", "UWSGI_HTTP11", "uwsgi_server"]
 
@@ -70,18 +73,39 @@ class _UwsgiHttp(HeaderCloses):
         return True
 
 
+#: uWSGI's ``--socket-timeout`` when it is not given.
+_DEFAULT_SOCKET_TIMEOUT = 4.0
+
+
 class _UwsgiHttp11(HeaderCloses):
     """``--http11-socket``: kept connections; the line connmw passes is made real
     after the body (:meth:`after_body`)."""
 
     __slots__ = ()
     name = "uwsgi --http11-socket"
+    idle_setting = "uwsgi --socket-timeout"
 
     def must_close(self, known_length: bool) -> bool:
         return not known_length
 
     def after_body(self, handle: Any) -> Callable[[], None] | None:
         return _Shutdown(handle.connection_fd())
+
+    def idle_timeout(self, handle: Any) -> float | None:
+        opt = getattr(handle, "opt", None)
+        if not isinstance(opt, dict):
+            return None
+        raw = opt.get("socket-timeout", opt.get(b"socket-timeout"))
+        if raw is None:
+            return _DEFAULT_SOCKET_TIMEOUT
+        if isinstance(raw, list):  # a repeated option: the last one counts
+            raw = raw[-1] if raw else None
+        if isinstance(raw, bytes):
+            raw = raw.decode("latin-1")
+        try:
+            return number(float(raw))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
 
 
 class _Shutdown:
