@@ -208,6 +208,7 @@ SERVERS: dict[str, Callable[[], contextlib.AbstractContextManager[int]]] = {
     "uvicorn-h11": lambda: uvicorn_thread(make_asgi(), timeout_keep_alive=IDLE),
     "uvicorn-httptools": lambda: uvicorn_thread(make_asgi(), http="httptools", timeout_keep_alive=IDLE),
     "hypercorn": lambda: hypercorn_thread(make_asgi(), keep_alive=IDLE),
+    "hypercorn-wsgi": lambda: hypercorn_thread(make_wsgi(), keep_alive=IDLE, mode="wsgi"),
     "waitress": lambda: waitress_thread(make_wsgi(), channel_timeout=IDLE, cleanup_interval=1),
     "gunicorn-gthread": gunicorn_default_keep_alive,
 }

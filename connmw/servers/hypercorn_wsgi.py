@@ -16,6 +16,8 @@ Facts (measured with hypercorn 0.18; the conformance suite is the source of trut
   object (``hypercorn.protocol``), which lives as long as the connection: it is
   found on the ``run_app`` frame that called the application (a bounded walk,
   only where a per-connection option needs it).
+- The idle timeout is the protocol's ``config.keep_alive_timeout``
+  (``--keep-alive``, default 5 s), as when hypercorn serves ASGI.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-from .base import HeaderCloses
+from .base import HeaderCloses, number
 
 __all__ = ["HYPERCORN_WSGI", "hypercorn_connection", "is_hypercorn_start_response"]
 
@@ -35,6 +37,12 @@ _MAX_FRAMES = 16
 class _HypercornWsgi(HeaderCloses):
     __slots__ = ()
     name = "hypercorn"
+    idle_setting = "hypercorn --keep-alive"
+
+    def idle_timeout(self, handle: Any) -> float | None:
+        # The protocol's config holds --keep-alive, as for hypercorn's ASGI side.
+        config = getattr(hypercorn_connection(handle), "config", None)
+        return number(getattr(config, "keep_alive_timeout", None))
 
 
 def is_hypercorn_start_response(fn: Any) -> bool:
