@@ -48,6 +48,8 @@ __all__ = [
 # --------------------------------------------------------------------------- ASGI
 
 UNKNOWN_ASGI = AsgiProfile("unknown")
+#: granian's objects are Rust: its idle timeout (an idle HTTP/1 connection closes
+#: after ``--http1-header-read-timeout``, 30 s by default, measured) cannot be read.
 _GRANIAN = AsgiProfile("granian", http10_keep_alive=True)
 _ASGI_PROFILES: dict[type, AsgiProfile] = {}
 
