@@ -120,7 +120,7 @@ class ConnectionMiddleware(Configured["ASGIApp"], Controls):
                 scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() not in nominated]
         h2conn: H2Conn | None = None
         try:
-            if version == 20:
+            if version >= 20:  # HTTP/2 and HTTP/3: GOAWAY, never Connection
                 h2conn = _h2_admit(engine, send, scope)
                 if h2conn is _REFUSED:
                     h2conn = None

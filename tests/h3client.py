@@ -9,8 +9,10 @@ here from the raw control stream).
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aioquic._buffer import Buffer, BufferReadError
@@ -19,7 +21,7 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
+from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived, StreamReset
 
 
 @dataclass
@@ -52,6 +54,10 @@ class _Client(QuicConnectionProtocol):
             for waiter in self.waiters.values():
                 if not waiter.done():
                     waiter.set_exception(ConnectionError(f"connection closed: {event.reason_phrase}"))
+        if isinstance(event, StreamReset):
+            reset = self.waiters.get(event.stream_id)
+            if reset is not None and not reset.done():
+                reset.set_exception(ConnectionError(f"stream reset: error code 0x{event.error_code:x}"))
         if isinstance(event, StreamDataReceived) and event.stream_id % 4 == 3:
             self._read_control(event.stream_id, event.data)
         for h3_event in self.h3.handle_event(event):
@@ -107,7 +113,7 @@ class _Client(QuicConnectionProtocol):
 
 
 async def _fetch(
-    port: int, paths: list[str], cafile: str, timeout: float, linger: float
+    port: int, paths: list[str], cafile: str, timeout: float, linger: float, concurrent: bool
 ) -> tuple[list[H3Response | str], list[int]]:
     config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN)
     config.load_verify_locations(cafile)
@@ -116,19 +122,55 @@ async def _fetch(
     out: list[H3Response | str] = []
     async with connect("127.0.0.1", port, configuration=config, create_protocol=_Client) as proto:
         client: _Client = proto  # type: ignore[assignment]
-        for path in paths:
+
+        async def one(path: str, delay: float = 0.0) -> H3Response | str:
+            await asyncio.sleep(delay)
             try:
-                out.append(await asyncio.wait_for(client.get(f"localhost:{port}", path), timeout))
+                return await asyncio.wait_for(client.get(f"localhost:{port}", path), timeout)
             except TimeoutError:
-                out.append("timeout")
+                return "timeout"
             except ConnectionError as exc:
-                out.append(str(exc))
+                return str(exc)
+
+        if concurrent:
+            # "0.4 /path" starts that request 0.4 s after the others
+            timed = [(float(p.split()[0]), p.split()[1]) if " " in p else (0.0, p) for p in paths]
+            out += await asyncio.gather(*(one(p, d) for d, p in timed))
+        else:
+            for path in paths:
+                out.append(await one(path))
         await asyncio.sleep(linger)
         return out, list(client.goaways)
 
 
 def fetch(
-    port: int, paths: list[str], *, cafile: str, timeout: float = 3.0, linger: float = 0.0
+    port: int,
+    paths: list[str],
+    *,
+    cafile: str,
+    timeout: float = 3.0,
+    linger: float = 0.0,
+    concurrent: bool = False,
 ) -> tuple[list[H3Response | str], list[int]]:
     """GET each path in turn on one HTTP/3 connection: (responses or "timeout", GOAWAY ids seen)."""
-    return asyncio.run(_fetch(port, paths, cafile, timeout, linger))
+    return asyncio.run(_fetch(port, paths, cafile, timeout, linger, concurrent))
+
+
+def write_tls(directory: Path) -> dict[str, str]:
+    """A trustme CA and a certificate for ``localhost``: paths of ``ca``, ``cert``, ``key``."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    files = {name: str(directory / f"{name}.pem") for name in ("ca", "cert", "key")}
+    ca.cert_pem.write_to_path(files["ca"])
+    cert.cert_chain_pems[0].write_to_path(files["cert"])
+    cert.private_key_pem.write_to_path(files["key"])
+    return files
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -11,15 +11,13 @@ application wrapped in connmw is answered.
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from connmw.asgi import Receive, Scope, Send
 from tests.apps import asgi_app, raw_asgi
-from tests.h3client import H3Response, fetch
+from tests.h3client import H3Response, fetch, free_udp_port, write_tls
 from tests.servers import hypercorn_thread
 
 pytestmark = pytest.mark.server
@@ -29,23 +27,7 @@ FORBIDDEN = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encod
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    import trustme
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    d: Path = tmp_path_factory.mktemp("h3tls")
-    files = {"ca": str(d / "ca.pem"), "cert": str(d / "cert.pem"), "key": str(d / "key.pem")}
-    ca.cert_pem.write_to_path(files["ca"])
-    cert.cert_chain_pems[0].write_to_path(files["cert"])
-    cert.private_key_pem.write_to_path(files["key"])
-    return files
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return write_tls(tmp_path_factory.mktemp("h3tls"))
 
 
 async def version_app(scope: Scope, receive: Receive, send: Send) -> None:

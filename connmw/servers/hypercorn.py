@@ -32,6 +32,7 @@ from typing import Any
 
 from .base import AsgiProfile, number
 from .h2 import H2Handle, h2_open_at_or_below, h2_retiring
+from .hypercorn_h3 import HypercornH2orH3, HypercornH3
 
 __all__ = ["HYPERCORN", "stopped_without_signal"]
 
@@ -113,4 +114,5 @@ class _HypercornProfile(AsgiProfile):
         return number(getattr(config, "keep_alive_timeout", None))
 
 
-HYPERCORN = _HypercornProfile("hypercorn", h2=_HypercornH2())
+# HTTP/2 and HTTP/3 streams share hypercorn's HTTPStream: one handle serves both.
+HYPERCORN = _HypercornProfile("hypercorn", h2=HypercornH2orH3(_HypercornH2(), HypercornH3()))
