@@ -166,6 +166,10 @@ def test_rates_and_shares(lb: ModuleType) -> None:
     assert times == [0.5, 1.5, 2.5, 3.5]
     assert per["b1"] == [100, 50, 10, 0]
     assert per["b3"] == [0, 100, 100, 100]
+    # b2's reading is missed once: it comes back counted from its last value, not from 0.
+    later = [*samples, (5.0, {"b1": 5, "b3": 400}), (6.0, {"b1": 10, "b2": 350, "b3": 500})]
+    assert lb.rates(later)[1]["b2"] == [100, 50, 50, 50, 0, 100]
+    assert lb.rates(later)[1]["b1"] == [100, 50, 10, 0, 5, 5]
     assert lb.window_share(samples, ["b3"], 0.0, 1.0) == 0
     assert lb.window_share(samples, ["b3"], 1.0, 2.0) == pytest.approx(0.5)
     assert lb.window_share(samples, ["b3"], 1.5, 2.5) == pytest.approx((50 + 50) / (100 + 80))

@@ -252,21 +252,26 @@ def rates(samples: Samples) -> tuple[list[float], dict[str, list[float]]]:
     """Cumulative counters sampled over time -> (interval mid-times, requests/s per backend).
 
     A counter that goes down (the backend restarted) counts from zero again; a backend
-    missing from a sample (down) served nothing in that interval.
+    missing from a sample (down, or its ``/stats`` did not answer in time on a busy
+    machine) is counted from its last known value when it comes back with a counter
+    at least that high, so a missed reading does not look like a burst.
     """
     names = sorted({n for _, counts in samples for n in counts})
     times: list[float] = []
     out: dict[str, list[float]] = {n: [] for n in names}
+    last: dict[str, int] = {}
     for (t0, c0), (t1, c1) in itertools.pairwise(samples):
         dt = t1 - t0
         if dt <= 0:
             continue
         times.append((t0 + t1) / 2)
         for n in names:
+            if n in c0:
+                last[n] = c0[n]
             if n not in c1:
                 out[n].append(0.0)
                 continue
-            before = c0.get(n, 0)
+            before = last.get(n, 0)
             now = c1[n]
             out[n].append((now - before if now >= before else now) / dt)
     return times, out
