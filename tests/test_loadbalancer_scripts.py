@@ -318,3 +318,6 @@ def test_cluster_smoke(lb: ModuleType, mode: str) -> None:
     # In h2 mode HAProxy reached hypercorn over HTTP/2; HTTP/1.1 otherwise.
     http2 = {n: s["http2"] for n, s in served.items() if s is not None}
     assert all((c == counts[n]) if mode == "h2" else (c == 0) for n, c in http2.items()), http2
+    # On HTTP/2 the cap retires HAProxy's connections with GOAWAY; on HTTP/1.1 with close.
+    goaways = sum(s["goaways"] for s in served.values() if s is not None)
+    assert (goaways > 0) == (mode == "h2"), goaways

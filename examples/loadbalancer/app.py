@@ -90,6 +90,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     path = scope["path"]
     if path == "/stats":
         stats = {"name": NAME, "pid": os.getpid(), **counters}
+        if middleware is not None:
+            # HTTP/2 connections connmw retired with a GOAWAY
+            stats["goaways"] = middleware.stats()["goaways"]
         await _reply(send, 200, json.dumps(stats).encode(), b"application/json")
     elif path == "/health":
         draining = middleware is not None and middleware.draining
