@@ -2,6 +2,7 @@
 
 - hypercorn h2c with its own ``keep_alive_max_requests``: a GOAWAY, then streams at or
   below its last stream id never complete (``h2-streams-lost``);
+- hypercorn h2c with connmw's request cap: a two-phase GOAWAY, every stream completes;
 - hypercorn h2c without a cap: 200 streams on one connection, no GOAWAY;
 - a hand-written HTTP/2 server (below) for each way a connection can end: a two-phase
   GOAWAY that lets every stream finish, a one-phase GOAWAY that leaves later streams
@@ -16,10 +17,10 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
+from connmw.asgi import Receive, Scope, Send
 from connmw.cli import main
 from connmw.probe import ProbeConfig, parse_url, run_case
 from connmw.probe.cases import H2_AT_ONCE, H2_STREAMS_CASE
@@ -36,7 +37,7 @@ def codes(result: CaseResult) -> list[str]:
     return [f.code for f in result.findings]
 
 
-async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def slow_app(scope: Scope, receive: Receive, send: Send) -> None:
     """Answers after 20 ms, so the streams sent with a request are in flight when it ends."""
     if scope["type"] != "http":
         return
@@ -66,6 +67,26 @@ def test_hypercorn_own_request_cap_loses_streams_in_flight() -> None:
     assert counts.sent < 200  # no stream was opened after the GOAWAY
     assert counts.lost > 0, counts
     assert "h2-streams-lost" in codes(result)
+
+
+def test_connmw_request_cap_is_a_graceful_goaway() -> None:
+    from connmw import ConnectionMiddleware
+
+    app = ConnectionMiddleware(slow_app, max_requests_per_connection=25)
+    with hypercorn_thread(app, h2c=True) as port:
+        result = probe_streams(port)
+    assert result.error is None, result.error
+    first, final = result.goaways[0], result.goaways[-1]
+    assert (first.error_code, first.last_stream_id, first.debug_data) == (0, 2**31 - 1, "max-requests")
+    assert len(result.goaways) == 2
+    assert final.error_code == 0 and final.last_stream_id < 2**31 - 1
+    counts = result.streams
+    assert counts is not None
+    assert counts.completed + counts.refused == counts.sent, counts
+    assert counts.lost == 0
+    assert counts.completed * 2 - 1 == final.last_stream_id  # every stream it announced completed
+    assert result.closed is True and result.close_kind == "goaway"
+    assert result.findings == []
 
 
 def test_hypercorn_without_a_cap_answers_every_stream() -> None:
