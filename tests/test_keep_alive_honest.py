@@ -9,6 +9,7 @@ finds no violation.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -375,3 +376,38 @@ def test_uwsgi_socket_timeout_is_the_idle_timeout() -> None:
     assert (
         output.count(f"(uwsgi --socket-timeout = {IDLE} s); advertising Keep-Alive: timeout={IDLE}") == 1
     ), output
+
+
+def test_the_asgi_reader_is_found_cheaply() -> None:
+    from connmw.servers import UNKNOWN_ASGI, asgi_idle_reader
+
+    async def send(message: Any) -> None:
+        return None
+
+    assert asgi_idle_reader(send) is None  # a plain function: no server object to read
+    assert asgi_idle_reader(functools.partial(send)) is UNKNOWN_ASGI  # searched, as daphne's partial is
+
+
+class UwsgiModule:
+    """What ``uwsgi.opt`` holds, as the wire test above saw it (bytes values; a
+    repeated option is a list)."""
+
+    def __init__(self, opt: object) -> None:
+        self.opt = opt
+
+
+@pytest.mark.parametrize(
+    ("opt", "expected"),
+    [
+        pytest.param({b"http11-socket": b"127.0.0.1:8000"}, 4.0, id="default"),
+        pytest.param({"socket-timeout": b"2"}, 2.0, id="given"),
+        pytest.param({b"socket-timeout": [b"3", b"7"]}, 7.0, id="repeated-last-wins"),
+        pytest.param({"socket-timeout": []}, None, id="empty-list"),
+        pytest.param({"socket-timeout": b"soon"}, None, id="not-a-number"),
+        pytest.param(None, None, id="no-options"),
+    ],
+)
+def test_uwsgi_socket_timeout_parsing(opt: object, expected: float | None) -> None:
+    from connmw.servers.uwsgi import UWSGI_HTTP11
+
+    assert UWSGI_HTTP11.idle_timeout(UwsgiModule(opt)) == expected
