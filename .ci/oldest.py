@@ -37,13 +37,14 @@ TOOLS = {
 def main() -> int:
     data = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
     for requirement in data["project"]["optional-dependencies"]["test"]:
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?>=([0-9.]+)", requirement)
+        requirement, _, marker = requirement.partition(";")
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?>=([0-9.]+)", requirement.strip())
         if match is None:
             print(f"cannot read a lower bound in {requirement!r}", file=sys.stderr)
             return 1
         name, extra, low = match.groups()
         if name not in TOOLS:
-            print(f"{name}{extra or ''}=={low}.*")
+            print(f"{name}{extra or ''}=={low}.*" + (f"; {marker.strip()}" if marker else ""))
     return 0
 
 
