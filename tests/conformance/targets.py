@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -126,6 +127,14 @@ def _hypercorn_tls(env: Env) -> AbstractContextManager[int]:
     return servers.hypercorn_thread(asgi_app, certfile=env.certfile, keyfile=env.keyfile)
 
 
+def _daphne_tls(env: Env) -> AbstractContextManager[int]:
+    def argv(port: int) -> list[str]:
+        endpoint = f"ssl:{port}:interface=127.0.0.1:privateKey={env.keyfile}:certKey={env.certfile}"
+        return [sys.executable, "-m", "daphne", "-e", endpoint, "-v", "0", "tests.apps:asgi_app"]
+
+    return _subprocess(argv)
+
+
 def _django_env() -> dict[str, str]:
     return {"DJANGO_SETTINGS_MODULE": "tests.conformance.django_site"}
 
@@ -197,6 +206,14 @@ SPECS: list[Spec] = [
         "raw ASGI",
         lambda env: _subprocess(lambda port: servers.daphne_argv("tests.apps:asgi_app", port)),
         notes="Twisted decides persistence from the request alone and ignores the app's `connection: close`. connmw reaches the Twisted request through daphne's `send` (`functools.partial(server.handle_reply, request)`), clears `channel.persistent` and removes the line Twisted pre-set, so the close is real and announced once. Where that request cannot be reached (a `send` wrapper connmw cannot see through), connmw warns once: the client is told to close, the server may not.",
+    ),
+    Spec(
+        "daphne-h2-tls",
+        "ASGI",
+        "raw ASGI",
+        _daphne_tls,
+        protocol="h2-tls",
+        notes="HTTP/2 over TLS (ALPN `h2`): HTTP/1 header cases do not apply. Without connmw an app's `te: gzip` raises inside the app's `send` and breaks later streams; connmw removes it and every other connection-specific header.",
     ),
     Spec(
         "gunicorn-uvicorn-worker",
