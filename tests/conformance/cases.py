@@ -6,8 +6,9 @@ the body) and checks on the socket itself whether the connection closed
 (``recv`` returned ``b""``) or stayed open (a second request was answered).
 It returns a short word for the README's table (``closed``, ``open``, ``kept``).
 
-An HTTP/2 row runs the HTTP/2 form of a case where one exists (no ``Connection``
-header at all, forbidden headers removed, the connection still serving streams).
+An HTTP/2 or HTTP/3 row runs the multiplexed form of a case where one exists (no
+``Connection`` header at all, forbidden headers removed, the connection still
+serving streams).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from tests.apps import STREAM_PARTS
 from tests.conformance.h2wire import H2Client, H2Response
+from tests.h3client import H3Response, fetch
 from tests.wire import Reader, Response, build_request, connect
 
 HELLO = b"hello"
@@ -32,10 +34,12 @@ class Target:
 
     id: str
     port: int
-    protocol: str = "h1"  # "h1", "h2c" or "h2-tls"
+    protocol: str = "h1"  # "h1", "h2c", "h2-tls" or "h3"
     #: The server closes every connection after one response (dev servers).
     always_closes: bool = False
     ssl_context: ssl.SSLContext | None = None
+    #: The CA that signed the server's certificate (HTTP/3: aioquic takes a file).
+    cafile: str | None = None
 
 
 class NotApplicable(Exception):
@@ -130,8 +134,11 @@ def _stays_open(target: Target, path: str = "/", version: str = "HTTP/1.1") -> s
 H2_FORBIDDEN = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 
 
-def check_h2(resp: H2Response, body: bytes) -> None:
-    assert resp.reset is None, f"stream {resp.stream_id} reset with code {resp.reset}"
+def check_h2(resp: H2Response | H3Response, body: bytes) -> None:
+    """An HTTP/2 or HTTP/3 response: complete, 200, no connection-specific header
+    (RFC 9113 §8.2.2, RFC 9114 §4.2), the application's body."""
+    if isinstance(resp, H2Response):
+        assert resp.reset is None, f"stream {resp.stream_id} reset with code {resp.reset}"
     assert resp.ended, f"stream {resp.stream_id} did not end"
     assert resp.status == 200, f"status {resp.status}"
     for name, value in resp.headers:
@@ -145,6 +152,10 @@ def check_h2(resp: H2Response, body: bytes) -> None:
 
 
 def h2_then_alive(target: Target, *paths: str, body: bytes = HELLO) -> str:
+    """Each path answered on one HTTP/2 (or HTTP/3) connection, which then still
+    serves a request: ``open``."""
+    if target.protocol == "h3":
+        return _h3_then_alive(target, paths, body)
     client = H2Client(target.port, target.ssl_context)
     try:
         for resp in client.request(*paths):
@@ -156,6 +167,16 @@ def h2_then_alive(target: Target, *paths: str, body: bytes = HELLO) -> str:
         return "open"
     finally:
         client.close()
+
+
+def _h3_then_alive(target: Target, paths: tuple[str, ...], body: bytes) -> str:
+    assert target.cafile is not None, "an HTTP/3 target needs its CA file"
+    responses, goaways = fetch(target.port, [*paths, "/"], cafile=target.cafile, timeout=CLOSE_WAIT)
+    for resp, want in zip(responses, [*(body for _ in paths), HELLO], strict=True):
+        assert isinstance(resp, H3Response), f"HTTP/3 request failed: {resp}"
+        check_h2(resp, want)
+    assert not goaways, f"the server sent GOAWAY {goaways}"
+    return "open"
 
 
 # --------------------------------------------------------------------------- the cases
@@ -318,7 +339,7 @@ def pipelined(target: Target) -> str:
 
 def _h1_only(target: Target) -> None:
     if target.protocol != "h1":
-        raise NotApplicable("an HTTP/1.x header case; HTTP/2 has no Connection header")
+        raise NotApplicable("an HTTP/1.x header case; HTTP/2 and HTTP/3 have no Connection header")
 
 
 CASES: dict[str, Callable[[Target], str]] = {

@@ -53,7 +53,7 @@ COLUMNS = {
     "hop": "app hop-by-hop",
     "pipelined": "pipelined",
 }
-PROTOCOLS = {"h1": "HTTP/1.x", "h2c": "HTTP/2 (h2c)", "h2-tls": "HTTP/2 (TLS)"}
+PROTOCOLS = {"h1": "HTTP/1.x", "h2c": "HTTP/2 (h2c)", "h2-tls": "HTTP/2 (TLS)", "h3": "HTTP/3 (QUIC)"}
 
 
 def run_suite(results: Path) -> float:
@@ -121,7 +121,7 @@ def render(results: list[dict[str, Any]]) -> str:
         '`b""` after exactly one `Connection: close` (or, for HTTP/1.0, none), **open** means a second',
         "request on the same socket was answered, **kept** means an HTTP/1.0 keep-alive connection was",
         "announced and kept. The words after ✓ are what the server did; n/a is an HTTP/1 header case",
-        "on an HTTP/2 row.",
+        "on an HTTP/2 or HTTP/3 row.",
         "",
         "| server | app | protocol | passed | " + " | ".join(COLUMNS.values()) + " |",
         "|---|---|---|---|" + "---|" * len(COLUMNS),
@@ -154,7 +154,7 @@ def render(results: list[dict[str, Any]]) -> str:
     lines += ["", "How each server is handled, and every exception:", "", *notes]
     lines += [
         "",
-        "HTTP/2 rows check the HTTP/2 form of a case: no connection-specific header in the response",
+        "HTTP/2 and HTTP/3 rows check the multiplexed form of a case: no connection-specific header in the response",
         "(including `te` other than `trailers` and headers the app's `Connection` nominates), the",
         "stream complete, and the connection still serving a further stream. On an unknown WSGI",
         "server connmw sends no hop-by-hop header and logs one warning naming the server. A WSGI",

@@ -21,6 +21,7 @@ from typing import Any
 from tests import servers
 from tests.apps import asgi_app, wsgi_app
 from tests.conformance import frameworks
+from tests.h3client import free_udp_port
 
 Starter = Callable[["Env"], AbstractContextManager[int]]
 
@@ -33,6 +34,7 @@ class Env:
     certfile: str = ""
     keyfile: str = ""
     client_ssl: ssl.SSLContext | None = None
+    cafile: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,14 @@ def _hypercorn_tls(env: Env) -> AbstractContextManager[int]:
     return servers.hypercorn_thread(asgi_app, certfile=env.certfile, keyfile=env.keyfile)
 
 
+@contextlib.contextmanager
+def _hypercorn_h3(env: Env) -> Iterator[int]:
+    port = free_udp_port()
+    quic = [f"127.0.0.1:{port}"]
+    with servers.hypercorn_thread(asgi_app, certfile=env.certfile, keyfile=env.keyfile, quic_bind=quic):
+        yield port
+
+
 def _daphne_tls(env: Env) -> AbstractContextManager[int]:
     def argv(port: int) -> list[str]:
         endpoint = f"ssl:{port}:interface=127.0.0.1:privateKey={env.keyfile}:certKey={env.certfile}"
@@ -180,6 +190,14 @@ SPECS: list[Spec] = [
         _hypercorn_tls,
         protocol="h2-tls",
         notes="HTTP/2 over TLS (ALPN `h2`, throwaway certificate from `trustme`); as h2c.",
+    ),
+    Spec(
+        "hypercorn-h3",
+        "ASGI",
+        "raw ASGI",
+        _hypercorn_h3,
+        protocol="h3",
+        notes="HTTP/3 over QUIC (`quic_bind`, aioquic; the scope says `http_version` \"3\"): HTTP/1 header cases do not apply. hypercorn passes the app's headers to aioquic as they are, and aioquic's client rejects a response with a connection-specific header; connmw removes them, and the connection keeps serving.",
     ),
     Spec(
         "granian-h1",

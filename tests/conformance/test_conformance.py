@@ -29,10 +29,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
     certfile, keyfile = tmp / "cert.pem", tmp / "key.pem"
     cert.cert_chain_pems[0].write_to_path(str(certfile))
     cert.private_key_pem.write_to_path(str(keyfile))
+    cafile = tmp / "ca.pem"
+    ca.cert_pem.write_to_path(str(cafile))
     client = ssl.create_default_context()
     ca.configure_trust(client)
     client.set_alpn_protocols(["h2"])
-    return Env(tmp, str(certfile), str(keyfile), client)
+    return Env(tmp, str(certfile), str(keyfile), client, str(cafile))
 
 
 @pytest.fixture(scope="module", params=[spec.id for spec in SPECS])
@@ -48,6 +50,7 @@ def server(request: pytest.FixtureRequest, env: Env) -> Iterator[Target]:
             protocol=spec.protocol,
             always_closes=spec.always_closes,
             ssl_context=env.client_ssl if spec.protocol == "h2-tls" else None,
+            cafile=env.cafile if spec.protocol == "h3" else None,
         )
 
 
@@ -74,7 +77,7 @@ def test_case(
 
 def test_every_server_is_in_the_table() -> None:
     assert len(BY_ID) == len(SPECS), "two servers share an id"
-    assert {s.protocol for s in SPECS} == {"h1", "h2c", "h2-tls"}
+    assert {s.protocol for s in SPECS} == {"h1", "h2c", "h2-tls", "h3"}
     apps = {s.app for s in SPECS}
     assert {"Flask", "Django", "FastAPI", "Starlette"} <= apps, apps
 
