@@ -79,7 +79,9 @@ def test_sequential_requests_below_the_last_id_are_answered(capped: int, tls: di
     # Request i goes on stream 4 * i: those below the final GOAWAY's id were answered;
     # aioquic's client ignores GOAWAY and sends the rest on the connection connmw closed.
     below = goaways[1] // 4
-    assert 3 <= below < len(paths)
+    # How many requests go out before the final GOAWAY arrives is timing (the PING's round
+    # trip against the client's next request): all of them may.
+    assert 3 <= below <= len(paths)
     assert statuses(responses)[:below] == [200] * below
     assert all(isinstance(r, str) for r in responses[below:]), responses
     assert seen == paths[:below]

@@ -245,7 +245,9 @@ def test_two_phase_goaway_completes_every_stream(h2_server: H2Server) -> None:
     assert len(result.goaways) == 2
     counts = result.streams
     assert counts is not None
-    assert counts.sent > H2Server.CAP
+    # More than CAP when streams were already open as the first GOAWAY arrived: how many
+    # is timing (under load the client may see it before opening an eleventh).
+    assert counts.sent >= H2Server.CAP
     assert counts.completed == counts.sent, counts
     assert counts.as_dict()["all_completed"] is True
     assert counts.before_goaway is not None and counts.before_goaway >= H2Server.CAP
