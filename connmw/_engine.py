@@ -272,16 +272,29 @@ class Engine:
         else:
             next(self._http2 if facts.version >= 20 else self._kept)
         if self._on_decision is not None:
-            try:
-                self._on_decision(facts, decision)
-            except Exception:
-                logger.exception("connmw: the on_decision callback raised; the response goes on")
+            self._report(facts, decision)
         if decision is not KEEP and logger.isEnabledFor(logging.DEBUG):
             if decision.reason == "handler" and facts.handler_reason not in (None, "handler"):
                 logger.debug("close %s %s: handler (%s)", facts.method, facts.path, facts.handler_reason)
             else:
                 logger.debug("close %s %s: %s", facts.method, facts.path, decision.reason)
         return decision
+
+    def respond_multiplexed(self, facts: RequestFacts) -> Decision:
+        """An HTTP/2 or HTTP/3 response: the server manages the connection (RFC 9113
+        §8.2.2, RFC 9114 §4.2), so no response closes it; retiring the connection
+        with GOAWAY is decided per stream, when it is admitted."""
+        facts.decision = KEEP
+        next(self._http2)
+        if self._on_decision is not None:
+            self._report(facts, KEEP)
+        return KEEP
+
+    def _report(self, facts: RequestFacts, decision: Decision) -> None:
+        try:
+            self._on_decision(facts, decision)  # type: ignore[misc]
+        except Exception:
+            logger.exception("connmw: the on_decision callback raised; the response goes on")
 
     def keeps_plainly(self, facts: RequestFacts, status: int) -> bool:
         """The common path, for an engine with no load option on (``_simple``) and a

@@ -44,6 +44,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: Lengths of the response header names connmw looks at; others are skipped unread.
 _WATCH_LEN = frozenset((7, 10, 16, 17))
 _WATCH_LEN_H10 = _WATCH_LEN | {14}
+_H2_WATCH_LEN = frozenset(len(name) for name in H2_FORBIDDEN) | {len(b"te")}
 _NO_BODY_STATUS = frozenset((204, 304))
 _CLOSE_LINE = (b"connection", b"close")
 _KEEP_ALIVE_LINE = (b"connection", b"keep-alive")
@@ -204,8 +205,8 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
         message = {**message, "headers": headers}
     version = facts.version
     if version >= 20:
-        decision = engine.respond(facts, status)
-        return _clean_h2(engine, message, headers, decision.reason)
+        engine.respond_multiplexed(facts)
+        return _clean_h2(engine, message, headers)
 
     app_close = False
     # The length matters only to HTTP/1.0 (RFC 9112 §9.3): 1.1 does not even look.
@@ -313,10 +314,12 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
     return new
 
 
-def _clean_h2(engine: Engine, message: Message, headers: Any, reason: str | None) -> Message:
+def _clean_h2(engine: Engine, message: Message, headers: Any) -> Message:
     nominated: set[bytes] | None = None
     dirty = False
     for name, value in headers:
+        if len(name) not in _H2_WATCH_LEN:
+            continue  # no forbidden name has this length: not even lowercased
         lname = name.lower()
         if lname in H2_FORBIDDEN or (lname == b"te" and value.lower() != b"trailers"):
             dirty = True
