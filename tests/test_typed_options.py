@@ -183,6 +183,14 @@ def test_pyright_rejects_the_same_lines() -> None:
         cwd=ROOT,
     )
     found = {int(n) for n in re.findall(r"options_usage\.py:(\d+):\d+ - error", done.stdout)}
+    import starlette.middleware
+
+    if not hasattr(starlette.middleware, "_MiddlewareFactory"):
+        # Before Starlette 0.41 pyright refuses every add_middleware/Middleware line (app
+        # typed as a keyword there): only the direct constructor calls are compared.
+        lines = USAGE.read_text().splitlines()
+        through = re.compile(r"(^|[^A-Za-z])Middleware\(|add_middleware\(")
+        found = {n for n in found if not through.search(lines[n - 1])}
     assert found == {line for line, _ in expected_errors()}, done.stdout + done.stderr
 
 
