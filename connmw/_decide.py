@@ -101,17 +101,7 @@ def decide(
         return CLOSE["rule"] if rule.close else KEEP
     if status in close_on_status:
         return CLOSE["status"]
-    if requests_exhausted:
-        return CLOSE["max-requests"]
-    if age_exhausted:
-        return CLOSE["max-age"]
-    if server_close:
-        return CLOSE["server"]
-    if drain > 0.0 and _chance(drain, draw):
-        return CLOSE["drain"]
-    if overload > 0.0 and _chance(overload, draw):
-        return CLOSE["overload"]
-    return KEEP
+    return _by_load(requests_exhausted, age_exhausted, drain, overload, draw, server_close)
 
 
 def decide_h2(
@@ -129,10 +119,25 @@ def decide_h2(
     other streams the connection carries. ``overload`` is 0 unless the
     ``overload_http2`` option lets the overload limits act here.
     """
+    return _by_load(requests_exhausted, age_exhausted, drain, overload, draw)
+
+
+def _by_load(
+    requests_exhausted: bool,
+    age_exhausted: bool,
+    drain: float,
+    overload: float,
+    draw: Callable[[], float] | None,
+    server_close: bool = False,
+) -> Decision:
+    """The closes both protocols share, in order: the request cap, the age, (on
+    HTTP/1.x) a server that closes anyway, the drain, the overload."""
     if requests_exhausted:
         return CLOSE["max-requests"]
     if age_exhausted:
         return CLOSE["max-age"]
+    if server_close:
+        return CLOSE["server"]
     if drain > 0.0 and _chance(drain, draw):
         return CLOSE["drain"]
     if overload > 0.0 and _chance(overload, draw):

@@ -543,7 +543,7 @@ def test_status_text_skips_empty_parts_and_false_turns_it_off() -> None:
 
 
 def test_an_option_without_a_text_form_says_so() -> None:
-    from connmw._policy import _coerce
+    from connmw._coerce import _coerce
 
     with pytest.raises(TypeError, match="future_option cannot be given as a string"):
         _coerce("future_option", "x")
