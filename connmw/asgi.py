@@ -26,8 +26,9 @@ from typing import Any, cast
 
 from ._api import join_outer
 from ._configured import Configured, check_asgi_app
+from ._controls import Controls
 from ._decide import VERSION_CODES
-from ._engine import Controls, Engine, RequestFacts
+from ._engine import Engine, RequestFacts
 from ._goaway import H2Conn
 from ._headers import H1_APP_HOP_BY_HOP, H2_FORBIDDEN, connection_tokens, has_forbidden_chars, is_token
 from ._state import asgi_connection_key

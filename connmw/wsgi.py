@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._api import join_outer
 from ._configured import Configured, check_wsgi_app
+from ._controls import Controls
 from ._decide import Decision, version_code
-from ._engine import Controls, Engine, RequestFacts
+from ._engine import Engine, RequestFacts
 from ._headers import WSGI_HOP_BY_HOP, connection_tokens, has_forbidden_chars
 from ._state import wsgi_connection_key
 from .servers import WsgiServer, wsgi_server

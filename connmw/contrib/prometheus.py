@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
-from .._engine import Controls
+from .._controls import Controls
 
 __all__ = ["ConnmwCollector", "register"]
 
