@@ -15,7 +15,7 @@ import inspect
 import random as _random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, Literal, ParamSpec, TypeVar
 
 from ._engine import Engine
 from ._policy import DEFAULT_CLOSE_ON_STATUS, Options, Rule, unknown_option
@@ -39,6 +39,8 @@ class Configured(Generic[AppT]):
     app: AppT
     options: Options
     _engine: Engine
+    #: Several threads may run requests at once (WSGI servers); an ASGI app runs on one loop.
+    _threaded: ClassVar[bool] = True
 
     if not TYPE_CHECKING:  # type checkers read the signature of __init__ below
 
@@ -129,7 +131,7 @@ class Configured(Generic[AppT]):
         self._check_app(app)
         self.app = app
         self.options = Options(**{name: given[name] for name in _FIELDS})
-        self._engine = Engine(self.options)
+        self._engine = Engine(self.options, threaded=self._threaded)
 
     if not TYPE_CHECKING:
         # help(), IDEs and inspect.signature show the parameters of __init__, not __new__'s.

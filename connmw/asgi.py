@@ -80,6 +80,7 @@ class ConnectionMiddleware(Configured["ASGIApp"], Controls):
     """
 
     _check_app = staticmethod(check_asgi_app)
+    _threaded = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -192,7 +192,7 @@ def test_age_jitter_bounds() -> None:
         eng = engine(clock, Draws(draw), max_connection_age=10, max_connection_age_jitter=4)
         facts = request(eng)
         assert facts.conn is not None
-        assert facts.conn.max_age == pytest.approx(limit, abs=1e-4)
+        assert facts.conn.expires == pytest.approx(limit, abs=1e-4)
         clock.now = limit - 0.01
         assert one(eng) == (False, None)
         clock.now = limit
@@ -212,19 +212,19 @@ def test_age_and_count_with_a_shared_draw() -> None:
     facts = request(eng)
     assert facts.conn is not None
     assert facts.conn.max_requests == 5
-    assert facts.conn.max_age == pytest.approx(20.0, abs=1e-4)
+    assert facts.conn.expires == pytest.approx(20.0, abs=1e-4)
 
 
 def test_a_connection_idle_past_the_idle_timeout_is_a_new_connection() -> None:
     clock = Clock(0.0)
-    eng = engine(clock, max_requests_per_connection=3, connection_idle_timeout=60)
+    eng = engine(clock, max_requests_per_connection=3, connection_idle_timeout=60, max_connection_age=100)
     assert one(eng) == (False, None)
     assert one(eng) == (False, None)
     clock.now = 61.0
     facts = request(eng)
     assert facts.request_count == 1
     assert facts.conn is not None
-    assert facts.conn.born == 61.0
+    assert facts.conn.expires == 161.0  # its age counts from now
 
 
 # -- overload ----------------------------------------------------------------------------
