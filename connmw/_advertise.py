@@ -67,7 +67,7 @@ class KeepAlive:
         if not timeout:
             return None
         if conn is not None and conn.max_requests > 0:
-            return timeout + b", max=%d" % max(conn.max_requests - conn.count, 0)
+            return b"%b, max=%d" % (timeout, max(conn.max_requests - conn.count, 0))
         return timeout
 
     def _for(self, idle: float | None, server: IdleTimeoutReader | None) -> bytes:

@@ -236,9 +236,14 @@ class RuleMatcher:
     """:func:`match_rules` over a fixed tuple of rules, with one combined path
     pattern tried first: a request no rule's path matches (most requests) costs one
     regular-expression match, however many rules there are. The pattern only
-    rules out; the rules themselves still decide."""
+    rules out; the rules themselves still decide. The paths it ruled out last are
+    remembered (a set, bounded: clients choose paths), so a path seen again costs one
+    set lookup."""
 
-    __slots__ = ("_prefilter", "rules")
+    __slots__ = ("_misses", "_prefilter", "rules")
+
+    #: Paths remembered as matching no rule, at most; the set starts over when full.
+    MISSES = 1024
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
@@ -249,11 +254,19 @@ class RuleMatcher:
                 for rule in rules
             ]
             self._prefilter = re.compile("|".join(f"(?:{part})" for part in parts))
+        self._misses: set[str] = set()
 
     def __call__(self, method: str, path: str) -> tuple[Rule, ...]:
         prefilter = self._prefilter
-        if prefilter is not None and prefilter.match(path) is None:
-            return ()
+        if prefilter is not None:
+            misses = self._misses
+            if path in misses:
+                return ()
+            if prefilter.match(path) is None:
+                if len(misses) >= self.MISSES:
+                    misses.clear()
+                misses.add(path)
+                return ()
         return match_rules(self.rules, method, path)
 
 

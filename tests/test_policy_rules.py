@@ -622,8 +622,17 @@ def test_rule_matcher_agrees_with_trying_each_rule(
     """The combined prefilter never changes which rules may decide."""
     rules = tuple(Rule(g, methods=methods) for g in globs)
     matcher = RuleMatcher(rules)
-    for path in paths:
+    for path in paths + paths:  # the second time, paths ruled out come from the remembered set
         assert matcher(method, path) == match_rules(rules, method, path), (rules, path)
+
+
+def test_rule_matcher_remembers_a_bounded_number_of_paths() -> None:
+    matcher = RuleMatcher((Rule("/a"),))
+    for i in range(RuleMatcher.MISSES * 3):
+        assert matcher("GET", f"/n{i}") == ()
+        assert len(matcher._misses) <= RuleMatcher.MISSES
+    assert matcher("GET", "/a") == (matcher.rules[0],)
+    assert "/a" not in matcher._misses
 
 
 def test_rule_matcher_prefilter_only_without_catch_all_rules() -> None:
