@@ -73,16 +73,21 @@ class H2Load:
         conn.count += 1
         if not conn.retiring:
             now = self._clock()
-            overload = self._overload
-            decision = decide_h2(
-                requests_exhausted=conn.max_requests > 0 and conn.count >= conn.max_requests,
-                age_exhausted=now - conn.born >= conn.max_age,
-                drain=self._load.drain_probability(now),
-                overload=0.0 if overload is None else overload(),
-                draw=self._random,
-            )
-            if decision.reason is not None:
-                conn.retire(decision.reason)
+            requests_exhausted = conn.max_requests > 0 and conn.count >= conn.max_requests
+            age_exhausted = now - conn.born >= conn.max_age
+            drain = self._load.drain_probability(now)
+            overload = 0.0 if self._overload is None else self._overload()
+            # Most streams meet no limit: decide_h2's keywords only when one may act.
+            if requests_exhausted or age_exhausted or drain > 0.0 or overload > 0.0:
+                decision = decide_h2(
+                    requests_exhausted=requests_exhausted,
+                    age_exhausted=age_exhausted,
+                    drain=drain,
+                    overload=overload,
+                    draw=self._random,
+                )
+                if decision.reason is not None:
+                    conn.retire(decision.reason)
         return conn
 
     def _new(self, obj: Any, handle: H2Handle) -> H2Conn:

@@ -89,9 +89,30 @@ def asgi_server_profile(send: Any) -> AsgiProfile:
     """
     owner = getattr(send, "__self__", None)
     if owner is not None:
-        profile = _profile_of_type(type(owner))
+        kind = type(owner)
+        profile = _profile_of_type(kind)
         if profile is not UNKNOWN_ASGI:
             return profile
+        # A method of an object no profile knows (a middleware's class outside connmw):
+        # what the search finds behind it depends only on its class and its function
+        # (the function's closure and ``__wrapped__``), so it is searched once.
+        func = getattr(send, "__func__", None)
+        if func is not None:
+            hit = _BY_METHOD.get(func)
+            if hit is not None and hit[0] is kind:
+                return hit[1]
+            profile = _search(send)
+            if len(_BY_METHOD) < 256:
+                _BY_METHOD[func] = (kind, profile)
+            return profile
+    return _search(send)
+
+
+#: Methods of unknown objects, with the profile found behind them.
+_BY_METHOD: dict[Any, tuple[type, AsgiProfile]] = {}
+
+
+def _search(send: Any) -> AsgiProfile:
     for candidate in reachable(send):
         profile = _profile_of_type(type(candidate))
         if profile is not UNKNOWN_ASGI:
