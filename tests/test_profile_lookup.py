@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connmw.servers import HYPERCORN, UNKNOWN_ASGI, asgi_server_profile
+from connmw.servers import UNKNOWN_ASGI, asgi_server_profile
+from connmw.servers.hypercorn import HYPERCORN
 
 
 class _Stream:
