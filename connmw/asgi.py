@@ -209,6 +209,14 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
     if version >= 20:
         engine.respond_multiplexed(facts)
         return _clean_h2(engine, message, headers)
+    if version == 11 and engine.keep_fast:
+        # The common case first: no header connmw looks at, nothing that closes.
+        for name, _ in headers:
+            if len(name) in _WATCH_LEN:
+                break
+        else:
+            if engine.keeps_plainly(facts, status):
+                return message
 
     app_close = False
     # The length matters only to HTTP/1.0 (RFC 9112 §9.3): 1.1 does not even look.
