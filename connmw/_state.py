@@ -282,13 +282,17 @@ class Load:
         self.drain_window = 0.0
 
     def enter(self) -> int:
-        with self._lock:
-            self.in_flight += 1
-            return self.in_flight
+        lock = self._lock
+        lock.acquire()  # not ``with``: twice as fast, and nothing in between can raise
+        n = self.in_flight = self.in_flight + 1
+        lock.release()
+        return n
 
     def leave(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
+        lock = self._lock
+        lock.acquire()
+        self.in_flight -= 1
+        lock.release()
 
     def drain(self, now: float, window: float) -> None:
         # One tuple-free assignment each: safe from any thread. The window is set
