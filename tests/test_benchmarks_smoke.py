@@ -69,6 +69,28 @@ def test_server_benchmark_argv() -> None:
     assert argv[-1] == "tests.benchmarks.server_apps:asgi_connmw"
 
 
+def test_every_server_benchmark_variant_answers() -> None:
+    """Each variant the real-server benchmark starts exists and serves the same bytes."""
+    import asyncio
+
+    from werkzeug.test import Client
+
+    from tests.benchmarks import server_apps
+
+    for variant in bench_server.VARIANTS:
+        asgi = getattr(server_apps, f"asgi_{variant}")
+        sent: list[dict[str, object]] = []
+
+        async def send(message: dict[str, object], sent: list[dict[str, object]] = sent) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "http_version": "1.1", "method": "GET", "path": "/", "headers": []}
+        asyncio.run(asgi(scope, None, send))
+        assert sent[0]["status"] == 200 and sent[1]["body"] == server_apps.BODY, variant
+        response = Client(getattr(server_apps, f"wsgi_{variant}")).get("/")
+        assert response.status_code == 200 and response.data == server_apps.BODY, variant
+
+
 def test_option_cost_table_runs() -> None:
     apps = bench_asgi.option_variants()
     assert {"bare app", "empty layer", "connmw defaults", "every policy"} <= set(apps)

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from connmw import ConnectionMiddleware
 from tests.benchmarks._options import full_options, single_options
 from tests.benchmarks._report import option_cost_table, overhead_table
+from tests.benchmarks.server_apps import Empty
 
 Scope = MutableMapping[str, Any]
 App = Callable[..., Any]
@@ -52,23 +53,6 @@ def make_bare(extra_headers: list[tuple[bytes, bytes]]) -> App:
         await send(body)
 
     return bare
-
-
-class Empty:
-    """An empty pass-through layer: the cost of being a middleware at all."""
-
-    def __init__(self, app: App) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def wrapped(message: MutableMapping[str, Any]) -> None:
-            await send(message)
-
-        await self.app(scope, receive, wrapped)
 
 
 class HeaderLogicBase(BaseHTTPMiddleware):

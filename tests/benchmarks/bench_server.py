@@ -4,7 +4,9 @@ Run: ``python -m tests.benchmarks.bench_server [--seconds 5] [--rounds 5] [--max
 Needs ``wrk`` (Debian: ``apt-get install wrk``).
 
 uvicorn (httptools) and gunicorn (gthread) each serve a hello-world app bare,
-wrapped in ``ConnectionMiddleware()`` / ``WSGIConnectionMiddleware()`` (defaults),
+under an empty layer that wraps ``send`` / ``start_response`` (the floor: what any
+middleware that sees responses costs), wrapped in ``ConnectionMiddleware()`` /
+``WSGIConnectionMiddleware()`` (defaults),
 and with ``max_requests_per_connection=1000`` (wrk's connections reach it, so the
 reconnects are measured too), on loopback. wrk drives each with keep-alive
 connections. A round runs every variant once, in an order that reverses from one
@@ -102,7 +104,7 @@ def wrk(port: int, seconds: int, connections: int) -> tuple[float, float, int]:
     return parse_wrk(out)
 
 
-VARIANTS = ("bare", "connmw", "cap1000")
+VARIANTS = ("bare", "empty", "connmw", "cap1000")
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:

@@ -17,6 +17,7 @@ from werkzeug.test import create_environ
 from connmw import WSGIConnectionMiddleware
 from tests.benchmarks._options import full_options
 from tests.benchmarks._report import overhead_table
+from tests.benchmarks.server_apps import EmptyWSGI
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -27,17 +28,6 @@ BODY = b"hello, world"
 def bare(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "12")])
     return [BODY]
-
-
-class Empty:
-    def __init__(self, app: WSGIApplication) -> None:
-        self.app = app
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            return start_response(status, headers, exc_info)
-
-        return self.app(environ, wrapped)
 
 
 def flask_app() -> flask.Flask:
@@ -86,7 +76,7 @@ def run(mix: str, n: int, rounds: int) -> dict[str, float]:
     fl = flask_app()
     apps: dict[str, WSGIApplication] = {
         "bare app": bare,
-        "empty layer": Empty(bare),
+        "empty layer": EmptyWSGI(bare),
         "connmw defaults": WSGIConnectionMiddleware(bare),
         "connmw all policies": WSGIConnectionMiddleware(bare, **full_options()),
         "minimal Flask": fl,
