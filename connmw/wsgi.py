@@ -46,6 +46,10 @@ __all__ = ["WSGIConnectionMiddleware"]
 
 _WATCH_LEN = frozenset(len(n) for n in WSGI_HOP_BY_HOP) | {len("content-length")}
 _NO_BODY_STATUS = frozenset((204, 304))
+#: ``SERVER_PROTOCOL`` values, read without :func:`version_code`'s checks.
+_PROTOCOLS = {"HTTP/1.1": 11, "HTTP/1.0": 10, "HTTP/2": 20, "HTTP/2.0": 20}
+#: Status lines seen, with their code (an application uses a handful).
+_CODES: dict[str, int] = {}
 #: Running inside uWSGI (its ``uwsgi`` module exists before any application is
 #: imported): there the server must be known before deciding, and a close may be
 #: made after the body. Elsewhere the two checks below cost one global each.
@@ -83,7 +87,10 @@ class WSGIConnectionMiddleware(Configured["WSGIApplication"], Controls):
             join_outer(self._engine, outer)
             return self.app(environ, start_response)
         engine = self._engine
-        version = version_code(environ.get("SERVER_PROTOCOL"))
+        protocol = environ.get("SERVER_PROTOCOL")
+        version = _PROTOCOLS.get(protocol) if type(protocol) is str else None
+        if version is None:
+            version = version_code(protocol)
         raw = environ.get("HTTP_CONNECTION")
         values = None
         if raw:
@@ -98,7 +105,10 @@ class WSGIConnectionMiddleware(Configured["WSGIApplication"], Controls):
             environ.get("REQUEST_METHOD", "GET"),
             environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
         )
-        engine.begin(facts, values, key)
+        if not engine.plain:
+            engine.begin(facts, values, key)
+        elif values is not None:
+            engine.read_client(facts, values)
         if engine.watching:
             engine.watch(facts, environ.get("REMOTE_ADDR"))
         environ["connmw"] = facts
@@ -163,11 +173,15 @@ def _start(
     headers: list[tuple[str, str]],
     exc_info: Any,
 ) -> Any:
-    try:
-        code = int(status[:3])
-    except (TypeError, ValueError):
-        # Not a status: the server's to reject.
-        return _call(start_response, status, headers, exc_info)
+    code = _CODES.get(status) if type(status) is str else None
+    if code is None:
+        try:
+            code = int(status[:3])
+        except (TypeError, ValueError):
+            # Not a status: the server's to reject.
+            return _call(start_response, status, headers, exc_info)
+        if len(_CODES) < 256:
+            _CODES[status] = code
     if code == 101:
         # A protocol switch, its Connection and Upgrade headers included, belongs to the server.
         return _call(start_response, status, headers, exc_info)

@@ -179,6 +179,27 @@ def test_malformed_status_is_passed_through() -> None:
     assert capture.calls[0][:2] == ("OK", [("Connection", "close")])
 
 
+def seen_by(seen: list[bool]) -> Any:
+    return lambda facts, decision: seen.append(decision.close)
+
+
+def test_status_lines_are_read_the_same_however_many_there_are() -> None:
+    """Status codes are remembered per status line, a bounded number of them."""
+    from connmw import wsgi
+
+    for i in range(300):
+        status = f"{500 + i % 2} Reason {i}"
+        seen: list[bool] = []
+        mw = WSGIConnectionMiddleware(
+            responder(status=status), close_on_status={501}, on_decision=seen_by(seen)
+        )
+        for _ in range(2):  # the second time, the code comes from what was remembered
+            capture, _ = call(mw)
+            assert capture.calls[0][0] == status
+        assert seen == [i % 2 == 1] * 2, status
+        assert len(wsgi._CODES) <= 256
+
+
 def test_upgrade_and_nested_pass_through() -> None:
     inner_calls: list[Any] = []
 
