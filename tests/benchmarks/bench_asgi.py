@@ -109,6 +109,20 @@ async def _send(message: MutableMapping[str, Any]) -> None:
     return None
 
 
+class _Stream:
+    """A server's per-request object: uvicorn, hypercorn and granian hand the
+    application a method of one as ``send`` (a server connmw does not know, here)."""
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        return None
+
+
+#: ``--send``: a plain function (as wrapped by a middleware outside connmw: the server
+#: behind it is searched for on the paths that need it), or a server object's method.
+SENDS: dict[str, Any] = {"function": _send, "method": _Stream().send}
+SEND = _send
+
+
 def _one_request(app: App) -> App:
     """Give ``app`` what a server gives: the request once, then nothing until the client
     goes away. Starlette 0.37's BaseHTTPMiddleware listens on ``receive`` while the
@@ -134,10 +148,11 @@ async def measure(app: App, scope: Scope, n: int) -> float:
     """Seconds per request over ``n`` requests (a fresh scope copy each, as a server makes)."""
     gc.collect()
     gc.disable()
+    send = SEND
     try:
         t0 = time.perf_counter()
         for _ in range(n):
-            await app(dict(scope), _receive, _send)
+            await app(dict(scope), _receive, send)
         return (time.perf_counter() - t0) / n
     finally:
         gc.enable()
@@ -207,7 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--options", action="store_true", help="only the per-option cost table (HTTP/1.1 keep-alive)"
     )
+    parser.add_argument(
+        "--send",
+        choices=sorted(SENDS),
+        default="function",
+        help="what the server hands the application as send (default: a plain function)",
+    )
     args = parser.parse_args(argv)
+    global SEND
+    SEND = SENDS[args.send]
+    print(f"send: {args.send}")
     n, rounds = (2000, 2) if args.quick else (20000, 7)
     if not args.options:
         for mix in args.mix or MIXES:
