@@ -98,9 +98,11 @@ def start(
     *,
     own_cap: int | None = None,
     drain_signal: int | None = None,
+    graceful_timeout: float | None = None,
 ) -> Iterator[Running]:
     """Start ``name`` serving :class:`Echo`, wrapped in connmw with ``options``
-    (or bare when ``options`` is None, with hypercorn's own request cap ``own_cap``)."""
+    (or bare when ``options`` is None, with hypercorn's own request cap ``own_cap``);
+    ``graceful_timeout``: hypercorn's (in a thread), how long its stop waits for streams."""
     echo = Echo()
     app: Any = echo if options is None else ConnectionMiddleware(echo, **options)
     mw = app if options is not None else None
@@ -118,10 +120,12 @@ def start(
             yield Running(port, tls if use_tls else None, None, None, None, proc)
     elif name.startswith("hypercorn"):
         use_tls = name == "hypercorn-tls"
+        extra: dict[str, Any] = {} if graceful_timeout is None else {"graceful_timeout": graceful_timeout}
         with servers.hypercorn_thread(
             app,
             certfile=tls.certfile if use_tls else None,
             keyfile=tls.keyfile if use_tls else None,
+            **extra,
         ) as port:
             yield Running(port, tls if use_tls else None, mw, echo)
     elif name == "uvicorn-tls":

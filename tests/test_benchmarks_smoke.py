@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.benchmarks import bench_asgi, bench_memory, bench_server, bench_wsgi
 from tests.benchmarks._report import option_cost_table
+
+
+@pytest.fixture(autouse=True)
+def _frozen_heap() -> Iterator[None]:
+    """The benchmarks call ``gc.collect()`` before each measurement; in the whole suite's
+    process that walks every object the earlier tests left (about 0.1 s a call, 10 s in
+    all). Freezing them first leaves the benchmarks' own code and objects as they are."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @pytest.mark.parametrize("mix", ["keep-alive", "close", "h2", "20-headers"])

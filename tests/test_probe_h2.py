@@ -220,6 +220,9 @@ class H2Server:
                 return
 
     def close(self) -> None:
+        # Closing a socket does not wake a thread blocked in its accept(); shutting it down does.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         for c in self.conns:
             with contextlib.suppress(OSError):
@@ -227,6 +230,7 @@ class H2Server:
         for t in self.threads:
             t.join(5)
         self.accept.join(5)
+        assert not self.accept.is_alive(), "the H2Server's accept thread did not end"
 
 
 @pytest.fixture(scope="module")
