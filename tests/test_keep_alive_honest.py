@@ -215,38 +215,58 @@ SERVERS: dict[str, Callable[[], contextlib.AbstractContextManager[int]]] = {
 }
 
 
-@pytest.fixture(scope="module", params=list(SERVERS))
-def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
-    with SERVERS[request.param]() as port:
-        yield request.param, port
+@pytest.fixture(scope="module")
+def ports() -> Iterator[dict[str, int]]:
+    """Every server of :data:`SERVERS`, each started once for the module."""
+    with contextlib.ExitStack() as stack:
+        yield {name: stack.enter_context(start()) for name, start in SERVERS.items()}
+
+
+#: Per server: (prefix, first response, its still open connection) for each prefix, and
+#: when the last of those responses was read (the connections are idle from then on).
+Idle = dict[str, tuple[list[tuple[str, wire.Response, wire.Reader]], float]]
+
+
+@pytest.fixture(scope="module")
+def idle(ports: dict[str, int]) -> Iterator[Idle]:
+    """One connection per prefix on every server, opened together and left idle, so the
+    servers' idle periods run at the same time rather than one after another."""
+    opened: Idle = {}
+    try:
+        for name, port in ports.items():
+            conns = []
+            for prefix in ("auto", "five"):
+                resp, _, reader = wire.exchange(port, path=f"/{prefix}/", check_close=False)
+                conns.append((prefix, resp, reader))
+            opened[name] = (conns, time.monotonic())
+        yield opened
+    finally:
+        for conns, _ in opened.values():
+            for _, _, reader in conns:
+                reader.sock.close()
 
 
 @pytest.mark.server
-def test_advertises_the_servers_idle_timeout_and_keeps_it(server: tuple[str, int]) -> None:
-    _, port = server
-    readers = []
-    try:
-        for prefix in ("auto", "five"):
-            resp, _, reader = wire.exchange(port, path=f"/{prefix}/", check_close=False)
-            readers.append((prefix, reader))
-            assert resp.status == 200
-            assert resp.lines("keep-alive") == [f"timeout={IDLE}"], prefix
-        # Idle for nearly the advertised time: the server still answers.
-        time.sleep(IDLE - 0.4)
-        for prefix, reader in readers:
-            assert wire.still_open(reader, f"/{prefix}/"), prefix
-    finally:
-        for _, reader in readers:
-            reader.sock.close()
+@pytest.mark.parametrize("name", list(SERVERS))
+def test_advertises_the_servers_idle_timeout_and_keeps_it(idle: Idle, name: str) -> None:
+    conns, since = idle[name]
+    for prefix, resp, _ in conns:
+        assert resp.status == 200
+        assert resp.lines("keep-alive") == [f"timeout={IDLE}"], prefix
+    # Idle for nearly the advertised time: the server still answers. (The first server's
+    # test sleeps; by then the others' connections have been idle as long, or nearly.)
+    time.sleep(max(0.0, since + IDLE - 0.4 - time.monotonic()))
+    for prefix, _, reader in conns:
+        assert wire.still_open(reader, f"/{prefix}/"), prefix
 
 
 @pytest.mark.server
 @pytest.mark.parametrize("prefix", ["auto", "five"])
+@pytest.mark.parametrize("name", list(SERVERS))
 def test_probe_finds_no_violation(
-    server: tuple[str, int], prefix: str, capsys: pytest.CaptureFixture[str]
+    ports: dict[str, int], name: str, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, port = server
-    url = f"http://127.0.0.1:{port}/{prefix}/"
+    url = f"http://127.0.0.1:{ports[name]}/{prefix}/"
     code = main(["probe", url, "--json", "--concurrency", "6", "--close-wait", "0.5"])
     report = json.loads(capsys.readouterr().out)
     findings = [f["code"] for case in report["cases"] for f in case["findings"]]
@@ -359,15 +379,21 @@ uwsgi_app = make_wsgi()
 def test_uwsgi_socket_timeout_is_the_idle_timeout() -> None:
     port = free_port()
     argv = [*uwsgi_argv("tests.test_keep_alive_honest:uwsgi_app", port), "--socket-timeout", str(IDLE)]
+    # Two threads in the one worker: a thread serves one connection at a time, so both
+    # connections are idle at once and one wait covers both.
+    argv += ["--threads", "2"]
     with subprocess_server(argv, port) as proc:
-        # One worker: one connection at a time.
-        for prefix in ("auto", "five"):
-            resp, _, reader = wire.exchange(port, path=f"/{prefix}/", check_close=False)
-            try:
+        readers = []
+        try:
+            for prefix in ("auto", "five"):
+                resp, _, reader = wire.exchange(port, path=f"/{prefix}/", check_close=False)
+                readers.append((prefix, reader))
                 assert resp.lines("keep-alive") == [f"timeout={IDLE}"], prefix
-                time.sleep(IDLE - 0.4)
+            time.sleep(IDLE - 0.4)
+            for prefix, reader in readers:
                 assert wire.still_open(reader, f"/{prefix}/"), prefix
-            finally:
+        finally:
+            for _, reader in readers:
                 reader.sock.close()
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
