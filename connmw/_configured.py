@@ -24,11 +24,22 @@ if TYPE_CHECKING:
     from ._decide import Decision
     from ._engine import RequestFacts
 
-__all__ = ["Configured", "check_asgi_app", "check_wsgi_app", "options_of", "options_of_app"]
+__all__ = ["Configured", "check_asgi_app", "check_wsgi_app", "options_of", "options_of_app", "subclassable"]
 
 AppT = TypeVar("AppT")
 P = ParamSpec("P")
 R = TypeVar("R")
+C = TypeVar("C", bound=type)
+
+
+def subclassable(cls: C) -> C:
+    """Leave ``cls`` a plain Python class in the compiled build, so it can be subclassed.
+
+    mypyc compiles a decorated class as an ordinary class (its methods still compiled);
+    an undecorated one becomes a native class, which Python code cannot subclass.
+    """
+    return cls
+
 
 _FIELDS = frozenset(Options.field_names())
 

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
 from ._api import join_outer
-from ._configured import Configured, check_asgi_app
+from ._configured import Configured, check_asgi_app, subclassable
 from ._controls import Controls
 from ._decide import VERSION_CODES
 from ._engine import Engine, RequestFacts
@@ -51,6 +51,72 @@ _CLOSE_LINE = (b"connection", b"close")
 _KEEP_ALIVE_LINE = (b"connection", b"keep-alive")
 
 
+async def _serve(self: ConnectionMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
+    """``ConnectionMiddleware.__call__``: a module-level coroutine function, which the
+    compiled build keeps recognisable as one (servers check before calling an ASGI 3 app)."""
+    if scope["type"] != "http":
+        await self.app(scope, receive, send)
+        return
+    outer = scope.get("connmw")
+    if outer is not None:
+        join_outer(self._engine, outer)
+        await self.app(scope, receive, send)
+        return
+    engine = self._engine
+    version = VERSION_CODES.get(scope.get("http_version", "1.1"), 11)
+    values: list[bytes] | None = None
+    if version < 20:
+        for name, value in scope["headers"]:
+            if name == b"connection":
+                if values is None:
+                    values = [value]
+                else:
+                    values.append(value)
+    path = scope.get("path", "/")
+    root = scope.get("root_path")
+    if root and path != root and not path.startswith(root + "/"):
+        path = root + path  # an older server: "path" without the mount prefix
+    facts = _Exchange(version, scope.get("method", "GET"), path, engine, send)
+    if engine.plain:
+        key = None
+        if values is not None:
+            engine.read_client(facts, values)
+    else:
+        key = asgi_connection_key(scope, send) if engine.table is not None else None
+        engine.begin(facts, values, key)
+    if engine.watching:
+        client = scope.get("client")
+        engine.watch(facts, client[0] if isinstance(client, (tuple, list)) and client else None)
+    scope["connmw"] = facts
+    if engine.strip_nominated and values is not None:
+        nominated = engine.nominated(values)
+        if nominated:
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() not in nominated]
+    h2conn: H2Conn | None = None
+    try:
+        if version >= 20:  # HTTP/2 and HTTP/3: GOAWAY, never Connection
+            h2conn = _h2_admit(engine, send, scope)
+            if h2conn is _REFUSED:
+                h2conn = None
+                return
+        await self.app(scope, receive, facts.send)
+    except BaseException:
+        # The server closes a connection whose application failed: its state goes.
+        if key is not None and engine.table is not None:
+            engine.table.forget(key)
+        raise
+    finally:
+        # The server's send often holds the scope, which holds the facts: let go of
+        # it so every request is freed by reference counting, not by the cycle
+        # collector (whose pauses show in the tail latency).
+        facts.server_send = _send_after_return
+        if engine.track_in_flight:
+            engine.end(facts)
+        if h2conn is not None:
+            h2conn.stream_done()
+
+
+@subclassable
 class ConnectionMiddleware(Configured["ASGIApp"], Controls):
     """Manage the HTTP ``Connection`` header of an ASGI application.
 
@@ -82,67 +148,7 @@ class ConnectionMiddleware(Configured["ASGIApp"], Controls):
     _check_app = staticmethod(check_asgi_app)
     _threaded = False
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        outer = scope.get("connmw")
-        if outer is not None:
-            join_outer(self._engine, outer)
-            await self.app(scope, receive, send)
-            return
-        engine = self._engine
-        version = VERSION_CODES.get(scope.get("http_version", "1.1"), 11)
-        values: list[bytes] | None = None
-        if version < 20:
-            for name, value in scope["headers"]:
-                if name == b"connection":
-                    if values is None:
-                        values = [value]
-                    else:
-                        values.append(value)
-        path = scope.get("path", "/")
-        root = scope.get("root_path")
-        if root and path != root and not path.startswith(root + "/"):
-            path = root + path  # an older server: "path" without the mount prefix
-        facts = _Exchange(version, scope.get("method", "GET"), path, engine, send)
-        if engine.plain:
-            key = None
-            if values is not None:
-                engine.read_client(facts, values)
-        else:
-            key = asgi_connection_key(scope, send) if engine.table is not None else None
-            engine.begin(facts, values, key)
-        if engine.watching:
-            client = scope.get("client")
-            engine.watch(facts, client[0] if isinstance(client, (tuple, list)) and client else None)
-        scope["connmw"] = facts
-        if engine.strip_nominated and values is not None:
-            nominated = engine.nominated(values)
-            if nominated:
-                scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() not in nominated]
-        h2conn: H2Conn | None = None
-        try:
-            if version >= 20:  # HTTP/2 and HTTP/3: GOAWAY, never Connection
-                h2conn = _h2_admit(engine, send, scope)
-                if h2conn is _REFUSED:
-                    h2conn = None
-                    return
-            await self.app(scope, receive, facts.send)
-        except BaseException:
-            # The server closes a connection whose application failed: its state goes.
-            if key is not None and engine.table is not None:
-                engine.table.forget(key)
-            raise
-        finally:
-            # The server's send often holds the scope, which holds the facts: let go of
-            # it so every request is freed by reference counting, not by the cycle
-            # collector (whose pauses show in the tail latency).
-            facts.server_send = _send_after_return
-            if engine.track_in_flight:
-                engine.end(facts)
-            if h2conn is not None:
-                h2conn.stream_done()
+    __call__ = _serve
 
 
 #: A stream above the last id a GOAWAY announced (a sentinel connection state).

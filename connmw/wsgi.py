@@ -22,12 +22,13 @@ through untouched for the server to deal with.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._api import join_outer
-from ._configured import Configured, check_wsgi_app
+from ._configured import Configured, check_wsgi_app, subclassable
 from ._controls import Controls
 from ._decide import Decision, version_code
 from ._engine import Engine, RequestFacts
@@ -56,6 +57,7 @@ _CODES: dict[str, int] = {}
 _UWSGI = "uwsgi" in sys.modules
 
 
+@subclassable
 class WSGIConnectionMiddleware(Configured["WSGIApplication"], Controls):
     """Manage the HTTP ``Connection`` header of a WSGI application.
 
@@ -116,9 +118,8 @@ class WSGIConnectionMiddleware(Configured["WSGIApplication"], Controls):
             for name in engine.nominated(values):
                 environ.pop("HTTP_" + name.decode("latin-1").upper().replace("-", "_"), None)
 
-        def connmw_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            return _start(engine, facts, environ, start_response, status, headers, exc_info)
-
+        # A partial, not a closure: mypyc cannot compile a closure in this class's methods.
+        connmw_start_response = functools.partial(_start, engine, facts, environ, start_response)
         try:
             result = self.app(environ, connmw_start_response)
         except BaseException:
@@ -171,7 +172,7 @@ def _start(
     start_response: Callable[..., Any],
     status: str,
     headers: list[tuple[str, str]],
-    exc_info: Any,
+    exc_info: Any = None,
 ) -> Any:
     code = _CODES.get(status) if type(status) is str else None
     if code is None:
