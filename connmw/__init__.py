@@ -8,6 +8,7 @@ connection-specific headers, and makes each announced close real on the server.
 
 from __future__ import annotations
 
+from . import _engine
 from ._api import request_close
 from ._decide import Decision, decide
 from ._engine import RequestFacts
@@ -19,7 +20,11 @@ from .wsgi import WSGIConnectionMiddleware
 
 __version__ = "0.1.0"
 
+#: True when the optional compiled build (mypyc) is installed, False for the pure-Python one.
+COMPILED = not _engine.__file__.endswith(".py")
+
 __all__ = [
+    "COMPILED",
     "DEFAULT_CLOSE_ON_STATUS",
     "ConnectionMiddleware",
     "Decision",

@@ -19,7 +19,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import IO, NoReturn
 
-from . import __version__
+from . import COMPILED, __version__
+
+#: What ``connmw --version`` says of the build: the optional compiled one, or pure Python.
+BUILD = {True: "compiled", False: "pure Python"}
 
 
 class _UsageError(Exception):
@@ -59,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="connmw",
         description="Manage the HTTP Connection header of WSGI and ASGI applications.",
     )
-    parser.add_argument("--version", action="version", version=f"connmw {__version__}")
+    parser.add_argument("--version", action="version", version=f"connmw {__version__} ({BUILD[COMPILED]})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     probe = sub.add_parser(
         "probe",

@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import connmw
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -447,8 +449,10 @@ def _apache_in(app: str, port: int, workdir: Path) -> Iterator[subprocess.Popen[
     # temporary directory, say): serve a readable copy of the code from the workdir.
     src = workdir / "src"
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package in ("connmw", "tests"):
-        shutil.copytree(ROOT / package, src / package, ignore=skip)
+    # connmw from where it is imported (the installed wheel when the suite tests one; a
+    # compiled build's shared library is inside the package), the tests from the checkout.
+    for package in (Path(connmw.__file__).parent, ROOT / "tests"):
+        shutil.copytree(package, src / package.name, ignore=skip)
     for path in [src, *src.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     script = workdir / "app.wsgi"
