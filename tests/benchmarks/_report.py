@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import platform
+
+import connmw
+
+
+def build_line() -> str:
+    """Which connmw build the tables measured, on which Python."""
+    build = "compiled (mypyc)" if connmw.COMPILED else "pure Python"
+    return f"connmw {connmw.__version__}, {build} build, {platform.python_implementation()} {platform.python_version()}"
+
 
 def overhead_table(mix: str, best: dict[str, float], framework: str) -> list[str]:
     """Microseconds per request, overhead over the bare app, and that overhead as a

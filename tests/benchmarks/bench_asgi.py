@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from connmw import ConnectionMiddleware
 from tests.benchmarks._options import full_options, single_options
-from tests.benchmarks._report import option_cost_table, overhead_table
+from tests.benchmarks._report import build_line, option_cost_table, overhead_table
 from tests.benchmarks.server_apps import Empty
 
 Scope = MutableMapping[str, Any]
@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     SEND = SENDS[args.send]
     print(f"send: {args.send}")
     n, rounds = (2000, 2) if args.quick else (20000, 7)
+    print(build_line())
+    print()
     if not args.options:
         for mix in args.mix or MIXES:
             print("\n".join(report(mix, run(mix, n, rounds))))

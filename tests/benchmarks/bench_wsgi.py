@@ -16,7 +16,7 @@ from werkzeug.test import create_environ
 
 from connmw import WSGIConnectionMiddleware
 from tests.benchmarks._options import full_options
-from tests.benchmarks._report import overhead_table
+from tests.benchmarks._report import build_line, overhead_table
 from tests.benchmarks.server_apps import EmptyWSGI
 
 if TYPE_CHECKING:
@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     n, rounds = (2000, 2) if args.quick else (20000, 7)
+    print(build_line())
+    print()
     for mix in ("keep-alive", "close"):
         print("\n".join(report(mix, run(mix, n, rounds))))
         print()
