@@ -52,10 +52,11 @@ def is_hypercorn_start_response(fn: Any) -> bool:
 
 def hypercorn_connection(start_response: Any) -> Any:
     """The protocol object of the connection behind hypercorn's ``start_response``
-    (looked for from the caller of the caller), or None."""
+    (looked for from the caller up: how many frames connmw's own calls take differs in
+    the compiled build, whose functions have none), or None."""
     if not is_hypercorn_start_response(start_response):
         return None
-    frame: FrameType | None = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(1)
     for _ in range(_MAX_FRAMES):
         if frame is None:
             return None
