@@ -1,6 +1,6 @@
 """Which build runs: the pure-Python package or the optional compiled one (mypyc).
 
-CI runs the whole suite on both and names the one it installed in ``CONNMW_BUILD``
+CI runs the whole suite on both and names the one it installed in ``TEST_CONNMW_BUILD``
 (``pure`` or ``compiled``), so a job cannot test the other build by mistake.
 """
 
@@ -33,7 +33,7 @@ def test_compiled_flag_names_the_running_build() -> None:
     extension = [name for name in modules if not str(importlib.import_module(name).__file__).endswith(".py")]
     # All of the listed modules are compiled, or none: never a mix.
     assert extension == (modules if connmw.COMPILED else [])
-    expected = os.environ.get("CONNMW_BUILD")
+    expected = os.environ.get("TEST_CONNMW_BUILD")
     if expected is not None:
         assert ("compiled" if connmw.COMPILED else "pure") == expected
 
