@@ -22,7 +22,7 @@ or odd ``status`` is passed through for the server to reject.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, cast
+from typing import Any
 
 from ._api import join_outer
 from ._configured import Configured, check_asgi_app, subclassable
@@ -95,10 +95,10 @@ async def _serve(self: ConnectionMiddleware, scope: Scope, receive: Receive, sen
     h2conn: H2Conn | None = None
     try:
         if version >= 20:  # HTTP/2 and HTTP/3: GOAWAY, never Connection
-            h2conn = _h2_admit(engine, send, scope)
-            if h2conn is _REFUSED:
-                h2conn = None
+            admitted = _h2_admit(engine, send, scope)
+            if isinstance(admitted, _Refused):
                 return
+            h2conn = admitted
         await self.app(scope, receive, facts.send)
     except BaseException:
         # The server closes a connection whose application failed: its state goes.
@@ -151,11 +151,15 @@ class ConnectionMiddleware(Configured["ASGIApp"], Controls):
     __call__ = _serve
 
 
-#: A stream above the last id a GOAWAY announced (a sentinel connection state).
-_REFUSED = cast(H2Conn, object())
+class _Refused:
+    """A stream above the last id a GOAWAY announced (a sentinel of its own type, which
+    the compiled build's typed code accepts)."""
 
 
-def _h2_admit(engine: Engine, send: Send, scope: Scope) -> H2Conn | None:
+_REFUSED = _Refused()
+
+
+def _h2_admit(engine: Engine, send: Send, scope: Scope) -> H2Conn | _Refused | None:
     """Count an HTTP/2 stream on its connection (which may retire it) and return the
     connection's state (None when connmw cannot reach it); ``_REFUSED`` when the
     stream is above the last id a GOAWAY announced: the application never sees it,
