@@ -36,7 +36,7 @@ def _mostly(value: Any, *others: Any) -> st.SearchStrategy[Any]:
     return st.one_of(st.just(value), st.just(value), st.just(value), st.sampled_from(others))
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(
     rules=st.sampled_from(_RULES),
     path=st.sampled_from(["/a", "/b", "/c"]),
