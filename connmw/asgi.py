@@ -63,15 +63,16 @@ async def _serve(self: ConnectionMiddleware, scope: Scope, receive: Receive, sen
         await self.app(scope, receive, send)
         return
     engine = self._engine
-    version = VERSION_CODES.get(scope.get("http_version", "1.1"), 11)
+    http_version = scope.get("http_version", "1.1")
+    version = 11 if http_version == "1.1" else VERSION_CODES.get(http_version, 11)
     values: list[bytes] | None = None
     if version < 20:
-        for name, value in scope["headers"]:
-            if name == b"connection":
+        for item in scope["headers"]:
+            if item[0] == b"connection":
                 if values is None:
-                    values = [value]
+                    values = [item[1]]
                 else:
-                    values.append(value)
+                    values.append(item[1])
     path = scope.get("path", "/")
     root = scope.get("root_path")
     if root and path != root and not path.startswith(root + "/"):
@@ -221,8 +222,9 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
         return _clean_h2(engine, message, headers)
     if version == 11 and engine.keep_fast:
         # The common case first: no header connmw looks at, nothing that closes.
-        for name, _ in headers:
-            if len(name) in _WATCH_LEN:
+        for item in headers:  # indexed, not unpacked: faster compiled, the same interpreted
+            n = len(item[0])
+            if n == 10 or n == 7 or n == 16 or n == 17:  # _WATCH_LEN, as int compares
                 break
         else:
             if engine.keeps_plainly(facts, status):
@@ -240,9 +242,11 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
     app_tokens: list[bytes] | None = None
     app_keep_alive: bytes | None = None
     app_upgrade = False
-    for name, value in headers:
+    for item in headers:
+        name = item[0]
         if len(name) in watch:
             lname = name.lower()
+            value = item[1]
             if lname == b"content-length":
                 known_length = True
             elif lname == b"connection":
@@ -337,10 +341,12 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
 def _clean_h2(engine: Engine, message: Message, headers: Any) -> Message:
     nominated: set[bytes] | None = None
     dirty = False
-    for name, value in headers:
+    for item in headers:  # indexed, not unpacked: faster compiled, the same interpreted
+        name = item[0]
         if len(name) not in _H2_WATCH_LEN:
             continue  # no forbidden name has this length: not even lowercased
         lname = name.lower()
+        value = item[1]
         if lname in H2_FORBIDDEN or (lname == b"te" and value.lower() != b"trailers"):
             dirty = True
             if lname == b"connection":

@@ -190,9 +190,11 @@ def _start(
     known_length = code < 200 or code in _NO_BODY_STATUS or facts.method == "HEAD"
     clean = headers
     app_keep_alive: str | None = None
-    for name, value in headers:
+    for item in headers:  # indexed, not unpacked: faster compiled, the same interpreted
+        name = item[0]
         if len(name) in _WATCH_LEN:
             lname = name.lower()
+            value = item[1]
             if lname == "content-length":
                 known_length = True
             elif lname in WSGI_HOP_BY_HOP:

@@ -124,3 +124,12 @@ def test_respond_agrees_with_decide(
     got = eng.respond(facts, status, app_close, known_length, http10_keep_alive, server_close)
     assert got == expected
     assert facts.decision == expected
+
+
+def test_the_asgi_fast_loop_compares_the_watched_lengths() -> None:
+    """The kept-response loop in ``connmw.asgi`` spells ``_WATCH_LEN`` out as int compares."""
+    from connmw import asgi
+    from connmw._headers import H1_APP_HOP_BY_HOP
+
+    assert frozenset((7, 10, 16, 17)) == asgi._WATCH_LEN
+    assert {len(name) for name in H1_APP_HOP_BY_HOP} <= asgi._WATCH_LEN
