@@ -109,9 +109,17 @@ async def _send(message: MutableMapping[str, Any]) -> None:
     return None
 
 
+class _Transport:
+    """The connection's transport (one connection here)."""
+
+
 class _Stream:
     """A server's per-request object: uvicorn, hypercorn and granian hand the
-    application a method of one as ``send`` (a server connmw does not know, here)."""
+    application a method of one as ``send`` (a server connmw does not know, here).
+    Like uvicorn's, it holds the connection's transport, which connmw keys
+    per-connection state on (a weak reference, hashed once)."""
+
+    transport = _Transport()
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
         return None
