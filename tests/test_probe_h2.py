@@ -313,3 +313,28 @@ def test_goaway_text() -> None:
         "GOAWAY NO_ERROR last stream 5 (2 times) then GOAWAY PROTOCOL_ERROR last stream 5 'x'"
     )
     assert Goaway(99, 2**31 - 1, "").text == "GOAWAY 0x63 last stream 2^31-1"
+
+
+def test_a_goaway_sent_before_the_server_closed_is_read_when_sending_fails() -> None:
+    """A stream that cannot go out (the server closed) does not hide the GOAWAY the server
+    sent before closing: it is read, then the send error stands."""
+    import h2.config
+    import h2.connection
+    from hyperframe.frame import GoAwayFrame
+
+    from connmw.probe.http2 import _H2Wire
+
+    client, server = socket.socketpair()
+    with client, server:
+        client.settimeout(2.0)
+        wire = _H2Wire(client, parse_url("http://127.0.0.1:1/"), CONFIG, H2_STREAMS_CASE)
+        h2s = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+        h2s.initiate_connection()
+        frame = GoAwayFrame(0)
+        frame.last_stream_id, frame.error_code, frame.additional_data = 0, 0, b"bye"
+        server.sendall(h2s.data_to_send() + bytes(frame.serialize()))
+        server.close()  # what the client writes now fails; what the server wrote stays readable
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            wire.send()  # a Unix socket pair fails the first write once the peer closed
+        assert wire.eof
+        assert wire.goaways == [Goaway(0, 0, "bye")]

@@ -18,6 +18,7 @@ Facts
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
 import ssl
@@ -115,15 +116,31 @@ class _H2Wire:
         self.streams: dict[int, _Stream] = {}
         self.goaways: list[Goaway] = []
         self.eof = False
+        #: The connection no longer takes data (the server closed); reading goes on.
+        self.write_closed = False
         self.frames = False  # the server's first frame was SETTINGS
         self.checked = False
 
     def send(self) -> int:
         stream_id: int = self.conn.get_next_available_stream_id()
         self.conn.send_headers(stream_id, self.request, end_stream=True)
-        self.sock.sendall(self.conn.data_to_send())
+        try:
+            self.sock.sendall(self.conn.data_to_send())
+        except (BrokenPipeError, ConnectionResetError):
+            # The server closed while this stream was going out: what it sent before
+            # (its GOAWAY, the last responses) is still to be read, then the error stands.
+            self.read_rest()
+            raise
         self.streams[stream_id] = _Stream()
         return stream_id
+
+    def read_rest(self, timeout: float = 1.0) -> None:
+        """Read what the server sent before the connection ended (bounded)."""
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(OSError):
+            while not self.eof and time.monotonic() < deadline:
+                self.pump(deadline)
+        self.eof = True
 
     def pump(self, deadline: float) -> None:
         """Read once and apply what arrived; EOF and resets set :attr:`eof`."""
@@ -155,8 +172,12 @@ class _H2Wire:
                 debug = (event.additional_data or b"").decode("utf-8", "replace")[:_MAX_DEBUG]
                 self.goaways.append(Goaway(int(event.error_code), event.last_stream_id, debug))
         out = self.conn.data_to_send()
-        if out:
-            self.sock.sendall(out)
+        if out and not self.write_closed:
+            try:
+                self.sock.sendall(out)
+            except (BrokenPipeError, ConnectionResetError):
+                # The server closed: its acknowledgements are moot, what it sent is still read.
+                self.write_closed = True
 
     @property
     def last_stream_id(self) -> int:
@@ -273,7 +294,13 @@ def _streams(wire: _H2Wire, result: CaseResult, config: ProbeConfig, total: int)
     deadline = time.monotonic() + config.timeout
     while True:
         while not wire.goaways and not wire.eof and counts.sent < total and _open(wire) < H2_AT_ONCE:
-            wire.send()
+            try:
+                wire.send()
+            except (BrokenPipeError, ConnectionResetError):
+                # The connection ended; what it carried was read (wire.eof is set).
+                if wire.goaways and counts.before_goaway is None:
+                    counts.before_goaway = sum(s.ended and s.reset is None for s in wire.streams.values())
+                break
             counts.sent += 1
         if wire.eof or not _open(wire):
             break
