@@ -40,6 +40,8 @@ KEEP = Decision(False, None)
 CLOSE: dict[Reason, Decision] = {r: Decision(True, r) for r in get_args(Reason)}
 
 VERSION_CODES = {"1.1": 11, "1.0": 10, "1": 10, "2": 20, "2.0": 20, "3": 30, "3.0": 30, "0.9": 10}
+#: The same, with WSGI's ``SERVER_PROTOCOL`` spelling too (``"HTTP/1.1"``): one lookup either way.
+_PROTOCOL_CODES = {**VERSION_CODES, **{"HTTP/" + v: code for v, code in VERSION_CODES.items()}}
 
 
 def version_code(http_version: object) -> int:
@@ -50,9 +52,7 @@ def version_code(http_version: object) -> int:
     the connection is managed elsewhere.
     """
     if isinstance(http_version, str):
-        if http_version.startswith("HTTP/"):
-            http_version = http_version[5:]
-        return VERSION_CODES.get(http_version, 11)
+        return _PROTOCOL_CODES.get(http_version, 11)
     return 11
 
 

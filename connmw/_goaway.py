@@ -191,11 +191,8 @@ class H2Conn:
         self._quiet()
 
     def _quiet(self) -> None:
-        if self.phase != _WAITING:
-            return
-        obj = self.ref()
-        if obj is None or not self.handle.alive(obj):
-            self.forget()
+        obj = self._alive(_WAITING)
+        if obj is None:
             return
         if self.handle.pending(obj, self.quiet_id) and self.loop.time() < self.quiet_until:
             # Right after a stream ends, look again at once (a server may write the
@@ -247,11 +244,8 @@ class H2Conn:
 
     def _final(self, before: bytes = b"", waited: bool = True) -> None:
         """Phase two: GOAWAY with the real last stream id (after ``before``)."""
-        if self.phase != _ANNOUNCED:
-            return
-        obj = self.ref()
-        if obj is None or not self.handle.alive(obj):
-            self.forget()
+        obj = self._alive(_ANNOUNCED)
+        if obj is None:
             return
         last = max(self.handle.highest_stream_id(obj), self.highest)
         self.last_id = last
@@ -267,11 +261,8 @@ class H2Conn:
 
     def check(self) -> None:
         """Close once every stream at or below the last id is out."""
-        if self.phase != _FINAL:
-            return
-        obj = self.ref()
-        if obj is None or not self.handle.alive(obj):
-            self.forget()
+        obj = self._alive(_FINAL)
+        if obj is None:
             return
         assert self.last_id is not None
         if not self.waited:
@@ -280,6 +271,17 @@ class H2Conn:
             self.later("check", _CHECK_EVERY, self.check)
             return
         self._close(obj)
+
+    def _alive(self, phase: int) -> Any:
+        """The server's connection object while the state machine is in ``phase``;
+        None otherwise, and every timer stopped when the connection is gone."""
+        if self.phase != phase:
+            return None
+        obj = self.ref()
+        if obj is None or not self.handle.alive(obj):
+            self.forget()
+            return None
+        return obj
 
     def _expire(self) -> None:
         obj = self.ref()

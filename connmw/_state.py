@@ -281,12 +281,11 @@ class Load:
         self.drain_since: float | None = None
         self.drain_window = 0.0
 
-    def enter(self) -> int:
+    def enter(self) -> None:
         lock = self._lock
         lock.acquire()  # not ``with``: twice as fast, and nothing in between can raise
-        n = self.in_flight = self.in_flight + 1
+        self.in_flight += 1
         lock.release()
-        return n
 
     def leave(self) -> None:
         lock = self._lock
@@ -325,9 +324,8 @@ class LoopLoad(Load):
 
     __slots__ = ()
 
-    def enter(self) -> int:
+    def enter(self) -> None:
         self.in_flight += 1
-        return self.in_flight
 
     def leave(self) -> None:
         self.in_flight -= 1

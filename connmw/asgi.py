@@ -220,6 +220,7 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
     if version >= 20:
         engine.respond_multiplexed(facts)
         return _clean_h2(engine, message, headers)
+    tried = False  # keeps_plainly() already said no: not asked twice
     if version == 11 and engine.keep_fast:
         # The common case first: no header connmw looks at, nothing that closes.
         for item in headers:  # indexed, not unpacked: faster compiled, the same interpreted
@@ -229,6 +230,7 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
         else:
             if engine.keeps_plainly(facts, status):
                 return message
+            tried = True
 
     app_close = False
     # The length matters only to HTTP/1.0 (RFC 9112 §9.3): 1.1 does not even look.
@@ -265,7 +267,7 @@ def _on_start(engine: Engine, facts: RequestFacts, message: Message, send: Send)
                 touched = True
             elif lname == b"upgrade":
                 touched = app_upgrade = True
-    if not touched and engine.keep_fast and engine.keeps_plainly(facts, status):
+    if not touched and not tried and engine.keep_fast and engine.keeps_plainly(facts, status):
         return message
     # The server's profile matters only for HTTP/1.0 and for a close: the fast path skips it.
     profile = asgi_server_profile(send) if version == 10 else None

@@ -47,8 +47,6 @@ __all__ = ["WSGIConnectionMiddleware"]
 
 _WATCH_LEN = frozenset(len(n) for n in WSGI_HOP_BY_HOP) | {len("content-length")}
 _NO_BODY_STATUS = frozenset((204, 304))
-#: ``SERVER_PROTOCOL`` values, read without :func:`version_code`'s checks.
-_PROTOCOLS = {"HTTP/1.1": 11, "HTTP/1.0": 10, "HTTP/2": 20, "HTTP/2.0": 20}
 #: Status lines seen, with their code (an application uses a handful).
 _CODES: dict[str, int] = {}
 #: Running inside uWSGI (its ``uwsgi`` module exists before any application is
@@ -89,10 +87,7 @@ class WSGIConnectionMiddleware(Configured["WSGIApplication"], Controls):
             join_outer(self._engine, outer)
             return self.app(environ, start_response)
         engine = self._engine
-        protocol = environ.get("SERVER_PROTOCOL")
-        version = _PROTOCOLS.get(protocol) if type(protocol) is str else None
-        if version is None:
-            version = version_code(protocol)
+        version = version_code(environ.get("SERVER_PROTOCOL"))
         raw = environ.get("HTTP_CONNECTION")
         values = None
         if raw:

@@ -32,7 +32,7 @@ from typing import Any
 
 from .base import AsgiProfile, number
 from .h2 import H2Handle, h2_open_at_or_below, h2_retiring
-from .hypercorn_h3 import HypercornH2orH3, HypercornH3
+from .hypercorn_h3 import HypercornH2orH3, HypercornH3, hypercorn_stream
 
 __all__ = ["HYPERCORN", "stopped_without_signal"]
 
@@ -63,9 +63,7 @@ class _HypercornH2(H2Handle):
     __slots__ = ()
 
     def locate(self, send: Any) -> tuple[Any, int] | None:
-        stream = getattr(send, "__self__", None)
-        protocol = getattr(getattr(stream, "send", None), "__self__", None)
-        stream_id = getattr(stream, "stream_id", None)
+        protocol, stream_id = hypercorn_stream(send)
         if protocol is None or not isinstance(stream_id, int) or not hasattr(protocol, "stream_buffers"):
             return None
         return protocol, stream_id

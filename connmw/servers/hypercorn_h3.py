@@ -36,7 +36,7 @@ from typing import Any
 
 from .h2 import H2Handle
 
-__all__ = ["HypercornH2orH3", "HypercornH3", "h2_to_h3_id", "h3_to_h2_id"]
+__all__ = ["HypercornH2orH3", "HypercornH3", "h2_to_h3_id", "h3_to_h2_id", "hypercorn_stream"]
 
 #: The largest client-initiated bidirectional stream id (RFC 9000 §2.1, 62-bit ids).
 MAX_H3_ID = 2**62 - 4
@@ -75,16 +75,21 @@ def _frames(data: bytes) -> list[tuple[int, int, bytes]]:
     return out
 
 
+def hypercorn_stream(send: Any) -> tuple[Any, Any]:
+    """The protocol (the connection) and the stream id behind a hypercorn stream's
+    ``send`` (HTTP/2 and HTTP/3 alike); either is None when ``send`` is not one."""
+    stream = getattr(send, "__self__", None)
+    return getattr(getattr(stream, "send", None), "__self__", None), getattr(stream, "stream_id", None)
+
+
 class HypercornH3(H2Handle):
     """hypercorn's ``H3Protocol`` as connmw's connection object."""
 
     __slots__ = ()
 
     def locate(self, send: Any) -> tuple[Any, int] | None:
-        stream = getattr(send, "__self__", None)
-        protocol = getattr(getattr(stream, "send", None), "__self__", None)
+        protocol, stream_id = hypercorn_stream(send)
         h3 = getattr(protocol, "connection", None)
-        stream_id = getattr(stream, "stream_id", None)
         if not isinstance(stream_id, int) or not hasattr(h3, "_local_control_stream_id"):
             return None
         return protocol, h3_to_h2_id(stream_id)

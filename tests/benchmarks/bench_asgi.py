@@ -128,7 +128,6 @@ class _Stream:
 #: ``--send``: a plain function (as wrapped by a middleware outside connmw: the server
 #: behind it is searched for on the paths that need it), or a server object's method.
 SENDS: dict[str, Any] = {"function": _send, "method": _Stream().send}
-SEND = _send
 
 
 def _one_request(app: App) -> App:
@@ -152,11 +151,10 @@ def _one_request(app: App) -> App:
     return wrapped
 
 
-async def measure(app: App, scope: Scope, n: int) -> float:
+async def measure(app: App, scope: Scope, n: int, send: Any = _send) -> float:
     """Seconds per request over ``n`` requests (a fresh scope copy each, as a server makes)."""
     gc.collect()
     gc.disable()
-    send = SEND
     try:
         t0 = time.perf_counter()
         for _ in range(n):
@@ -195,7 +193,9 @@ def option_variants() -> dict[str, App]:
     return apps
 
 
-def run(mix: str, n: int, rounds: int, apps: dict[str, App] | None = None) -> dict[str, float]:
+def run(
+    mix: str, n: int, rounds: int, apps: dict[str, App] | None = None, send: Any = _send
+) -> dict[str, float]:
     if apps is None:
         apps = variants(mix)
     scope = scope_for(mix)
@@ -203,11 +203,11 @@ def run(mix: str, n: int, rounds: int, apps: dict[str, App] | None = None) -> di
 
     async def go() -> None:
         for app in apps.values():  # warm up
-            await measure(app, scope, max(n // 10, 10))
+            await measure(app, scope, max(n // 10, 10), send)
         for _ in range(rounds):
             for name, app in apps.items():  # interleaved, so drift hits all alike
                 count = n // 20 if name == "BaseHTTPMiddleware" else n
-                best[name] = min(best[name], await measure(app, scope, count))
+                best[name] = min(best[name], await measure(app, scope, count, send))
 
     asyncio.run(go())
     return best
@@ -237,18 +237,17 @@ def main(argv: list[str] | None = None) -> int:
         help="what the server hands the application as send (default: a plain function)",
     )
     args = parser.parse_args(argv)
-    global SEND
-    SEND = SENDS[args.send]
+    send = SENDS[args.send]
     print(f"send: {args.send}")
     n, rounds = (2000, 2) if args.quick else (20000, 7)
     print(build_line())
     print()
     if not args.options:
         for mix in args.mix or MIXES:
-            print("\n".join(report(mix, run(mix, n, rounds))))
+            print("\n".join(report(mix, run(mix, n, rounds, send=send))))
             print()
     title = "each option alone, HTTP/1.1 keep-alive"
-    print("\n".join(option_cost_table(title, run("keep-alive", n, rounds, option_variants()))))
+    print("\n".join(option_cost_table(title, run("keep-alive", n, rounds, option_variants(), send))))
     return 0
 
 
